@@ -1,0 +1,1 @@
+"""ftlearn sub-commands, one module per group (see learning.cli)."""
