@@ -1,0 +1,53 @@
+"""Shared fixtures: a seeded rng, a small synthetic OHLCV frame, the real data dir when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(12345)
+
+
+def make_ohlcv(n: int = 2000, seed: int = 7, start: str = "2025-01-01", freq: str = "5min",
+               drift: float = 0.0, vol: float = 0.004, price: float = 100.0) -> pd.DataFrame:
+    """A geometric random walk as freqtrade candles (consistent OHLC, positive volume)."""
+    r = np.random.default_rng(seed)
+    rets = r.normal(drift, vol, n)
+    close = price * np.exp(np.cumsum(rets))
+    open_ = np.concatenate([[price], close[:-1]])
+    wick = np.abs(r.normal(0, vol / 2, (2, n)))
+    high = np.maximum(open_, close) * (1 + wick[0])
+    low = np.minimum(open_, close) * (1 - wick[1])
+    volume = r.lognormal(3, 0.5, n)
+    dates = pd.date_range(start, periods=n, freq=freq, tz="UTC")
+    return pd.DataFrame({"date": dates, "open": open_, "high": high, "low": low,
+                         "close": close, "volume": volume})
+
+
+@pytest.fixture
+def ohlcv() -> pd.DataFrame:
+    return make_ohlcv()
+
+
+@pytest.fixture
+def real_data_dir() -> Path:
+    """The real Binance candles ($ADVL_DATA_DIR, set by the Makefile and .ci/run).
+
+    Fails (not skips) when the variable is set but the folder is missing, so a broken CI setup
+    cannot silently pass; skips only on a user's machine where it was never configured.
+    """
+    value = os.environ.get("ADVL_DATA_DIR")
+    if not value:
+        pytest.skip("ADVL_DATA_DIR is not set (make test sets it when ../shared/data exists)")
+    path = Path(value)
+    assert path.is_dir(), f"ADVL_DATA_DIR={value} does not exist"
+    return path
