@@ -1,0 +1,398 @@
+"""AdvancedLearning strategy behaviour (``strategies/AdvancedLearning.py`` is a thin subclass).
+
+Decision flow per candle (long-only spot):
+
+1. ``populate_indicators``: causal component scores (``learning.technical``) and a per-pair
+   index of closed candles used for marking open trades to market.
+2. ``bot_loop_start``: equity = starting balance + closed profit + realized and unrealized PnL of
+   open trades, marked at the last *closed* candle; the :class:`~learning.risk.RiskGuard` rolls the
+   UTC day, tracks the peak and trips its limits; manual controls are read from ``control.json``.
+3. Entries: ``populate_entry_trend`` proposes, ``custom_stake_amount`` sizes within the guard's cap
+   and ``confirm_trade_entry`` has the last veto.
+4. Open trades: ``adjust_trade_position`` scales in / trims (every add clamped by the guard),
+   ``custom_exit`` flattens on a risk limit, ``custom_stoploss`` trails an ATR stop.
+
+Nothing on the trading path raises: bad input makes the strategy abstain and log once.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import math
+import os
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from freqtrade.exceptions import OperationalException
+from freqtrade.persistence import Order, Trade
+from freqtrade.strategy import DecimalParameter, IStrategy
+
+from learning.config import LearningConfig, load_learning_config
+from learning.control import CONTROL_NAME, read_control
+from learning.errors import ConfigError
+from learning.risk import SCHEMA_VERSION as RISK_SCHEMA
+from learning.risk import RiskGuard, RiskState
+from learning.store import StateStore, runmode_namespace, state_root
+from learning.technical import WARMUP_CANDLES, add_technical
+
+logger = logging.getLogger(__name__)
+
+RISK_STATE_NAME = "risk"
+#: Guard state codes charted in FreqUI (column ``guard_state``).
+GUARD_CODES = {"ok": 0, "manual_halt": 1, "daily_loss_halt": 2, "max_drawdown_halt": 3,
+               "crisis_cash_only": 4}
+
+
+@dataclass
+class _PairSeries:
+    """Closed-candle arrays of one pair for O(log n) lookups by time (no dataframe slicing)."""
+
+    close_ns: np.ndarray  # candle close times (open + timeframe), int64 ns
+    close: np.ndarray
+    score: np.ndarray
+    atr_pct: np.ndarray
+
+    def last_closed(self, now: datetime) -> int:
+        """Index of the newest candle that had closed at ``now``, or -1."""
+        return int(np.searchsorted(self.close_ns, pd.Timestamp(now).value, side="right")) - 1
+
+
+class AdvancedLearningStrategy(IStrategy):
+    """Rule-based core of AdvancedLearning; the learning tiers plug into it."""
+
+    INTERFACE_VERSION = 3
+    timeframe = "5m"
+    can_short = False
+    startup_candle_count = WARMUP_CANDLES
+    process_only_new_candles = True
+    use_exit_signal = True
+    exit_profit_only = False
+    ignore_roi_if_entry_signal = False
+    # ROI is effectively off: exits come from the score, the trailing ATR stop and risk limits.
+    minimal_roi = {"0": 10.0}
+    # Hard floor below every custom stop.
+    stoploss = -0.10
+    use_custom_stoploss = True
+    position_adjustment_enable = True
+    max_entry_position_adjustment = 2
+
+    entry_threshold = DecimalParameter(0.10, 0.60, default=0.30, decimals=2, space="buy",
+                                       optimize=True)
+    exit_threshold = DecimalParameter(-0.50, 0.10, default=-0.15, decimals=2, space="sell",
+                                      optimize=True)
+    stop_atr_mult = DecimalParameter(1.5, 8.0, default=4.0, decimals=1, space="sell",
+                                     optimize=True)
+    stop_min = DecimalParameter(0.01, 0.05, default=0.02, decimals=3, space="sell",
+                                optimize=False)
+
+    def __init__(self, config: dict) -> None:
+        super().__init__(config)
+        try:
+            self.learning: LearningConfig = load_learning_config(config)
+        except ConfigError as err:
+            # Start-up must stop with a message naming the problem.
+            raise OperationalException(f"AdvancedLearning configuration: {err}") from err
+        runmode = config.get("runmode")
+        self._namespace = runmode_namespace(runmode.value if runmode else "other")
+        self._persist = getattr(runmode, "value", runmode) != "hyperopt"
+        self.store = StateStore(state_root(config.get("user_data_dir", "user_data"),
+                                           self.learning.state_dir, self.learning.identifier,
+                                           self._namespace))
+        self.guard = RiskGuard(self.learning.risk)
+        self.position_adjustment_enable = self.learning.pyramiding.enabled
+        self.max_entry_position_adjustment = self.learning.pyramiding.max_adds
+        self._series: dict[str, _PairSeries] = {}
+        self._equity: float | None = None
+        self._equity_time: datetime | None = None
+        self._control_mtime: float | None = None
+        self._last_save: datetime | None = None
+        self._dirty = False
+        self._logged: set[str] = set()
+        self._guard_history: deque[tuple[int, float, float, float, int]] = deque(maxlen=20_000)
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def _live(self) -> bool:
+        return self._namespace in ("dry_run", "live")
+
+    def bot_start(self, **kwargs: Any) -> None:
+        if self._live:
+            data = self.store.load_json(RISK_STATE_NAME, schema=RISK_SCHEMA)
+            if data:
+                self.guard.state = RiskState.from_state(data)
+                logger.info("AdvancedLearning: risk state restored from %s (peak equity %s)",
+                            self.store.root, self.guard.state.peak_equity)
+        # A backtest starts from a clean guard: it never loads state of a live run.
+        if self._persist:
+            atexit.register(self._save_state, force=True)
+
+    def _log_once(self, key: str, msg: str, *args: Any, level: int = logging.WARNING) -> None:
+        if key not in self._logged:
+            self._logged.add(key)
+            logger.log(level, msg, *args)
+
+    def _save_state(self, force: bool = False, now: datetime | None = None) -> None:
+        if not self._persist or not (self._dirty or force):
+            return
+        try:
+            self.store.save_json(RISK_STATE_NAME, self.guard.state.to_state(),
+                                 schema=RISK_SCHEMA, meta={"runmode": self._namespace,
+                                                           "data_end": now or self._equity_time})
+            self._dirty, self._last_save = False, now or self._last_save
+        except Exception as err:  # never break trading on a failed write; say so loudly
+            logger.error("AdvancedLearning: could not save risk state: %s", err)
+
+    # ------------------------------------------------------------------ indicators
+    def populate_indicators(self, dataframe: pd.DataFrame, metadata: dict) -> pd.DataFrame:
+        pair = metadata["pair"]
+        add_technical(dataframe)
+        bad = int((~dataframe["data_ok"]).iloc[self.startup_candle_count:].sum())
+        if bad:
+            self._log_once(f"bad-rows-{pair}", "AdvancedLearning: %s has %d candles with NaN, "
+                           "zero volume or inconsistent prices; no entries on them", pair, bad)
+        step = pd.Timedelta(self.timeframe_to_td())
+        dates = pd.to_datetime(dataframe["date"], utc=True)
+        self._series[pair] = _PairSeries(
+            close_ns=(dates + step).astype("int64").to_numpy(),
+            close=dataframe["close"].to_numpy(dtype="float64"),
+            score=dataframe["score_technical"].to_numpy(dtype="float64"),
+            atr_pct=dataframe["atr_pct"].to_numpy(dtype="float64"),
+        )
+        self._add_guard_columns(dataframe, dates)
+        return dataframe
+
+    def timeframe_to_td(self) -> timedelta:
+        from freqtrade.exchange import timeframe_to_minutes
+
+        return timedelta(minutes=timeframe_to_minutes(self.timeframe))
+
+    def _add_guard_columns(self, dataframe: pd.DataFrame, dates: pd.Series) -> None:
+        """Chart the guard history (live: per candle; backtests: empty, filled before the loop)."""
+        cols = ("guard_equity", "guard_drawdown", "guard_day_pnl", "guard_state")
+        if not self._guard_history:
+            for c in cols:
+                dataframe[c] = np.nan
+            return
+        hist = pd.DataFrame(list(self._guard_history), columns=("t", *cols))
+        # The snapshot taken at time t describes the candle that closed at t (opened at t - tf).
+        hist["date"] = pd.to_datetime(hist["t"], utc=True) - self.timeframe_to_td()
+        hist = hist.drop(columns="t").drop_duplicates("date", keep="last")
+        merged = pd.DataFrame({"date": dates}).merge(hist, on="date", how="left")
+        for c in cols:
+            dataframe[c] = merged[c].to_numpy()
+
+    def populate_entry_trend(self, dataframe: pd.DataFrame, metadata: dict) -> pd.DataFrame:
+        cond = (dataframe["data_ok"] & (dataframe["score_technical"] > self.entry_threshold.value))
+        dataframe.loc[cond, ["enter_long", "enter_tag"]] = (1, "tech")
+        return dataframe
+
+    def populate_exit_trend(self, dataframe: pd.DataFrame, metadata: dict) -> pd.DataFrame:
+        cond = dataframe["data_ok"] & (dataframe["score_technical"] < self.exit_threshold.value)
+        dataframe.loc[cond, ["exit_long", "exit_tag"]] = (1, "score_exit")
+        return dataframe
+
+    # ------------------------------------------------------------------ equity and guard
+    def _mark(self, pair: str, now: datetime) -> float | None:
+        series = self._series.get(pair)
+        if series is None:
+            return None
+        i = series.last_closed(now)
+        while i >= 0 and not math.isfinite(series.close[i]):
+            i -= 1
+        return float(series.close[i]) if i >= 0 else None
+
+    def compute_equity(self, now: datetime) -> float | None:
+        """Starting balance + closed profit + realized and unrealized PnL of open trades."""
+        try:
+            start = float(self.wallets.get_starting_balance()) if self.wallets else float(
+                self.config.get("dry_run_wallet", 0))
+            equity = start + float(Trade.get_total_closed_profit())
+            for trade in Trade.get_open_trades():
+                mark = self._mark(trade.pair, now)
+                if mark is None:
+                    mark = trade.open_rate
+                equity += float(trade.realized_profit or 0.0)
+                if trade.amount:
+                    equity += float(trade.calc_profit(mark))
+            return equity if math.isfinite(equity) and equity > 0 else None
+        except Exception as err:
+            self._log_once("equity-error", "AdvancedLearning: equity unavailable (%s); "
+                           "entries are refused until it is", err)
+            return None
+
+    def _current_equity(self, now: datetime) -> float | None:
+        if self._equity is None or self._equity_time is None or now - self._equity_time > \
+                self.timeframe_to_td():
+            self._equity, self._equity_time = self.compute_equity(now), now
+        return self._equity
+
+    def crisis(self, now: datetime) -> bool:
+        """Whether the market is in the CRISIS regime (the regime tier sets this)."""
+        return False
+
+    def _poll_control(self, now: datetime) -> None:
+        path = self.store.path(CONTROL_NAME)
+        try:
+            mtime = os.stat(path).st_mtime
+        except OSError:
+            return
+        if mtime == self._control_mtime:
+            return
+        self._control_mtime = mtime
+        control = read_control(self.store)
+        for event in self.guard.apply_control(now, control.halted, control.reason,
+                                              control.reset_token, self._equity):
+            self._dirty = True
+            logger.warning("AdvancedLearning: %s (%s)", event, control.reason or "by user")
+
+    def bot_loop_start(self, current_time: datetime, **kwargs: Any) -> None:
+        if self._live:
+            self._poll_control(current_time)
+        equity = self.compute_equity(current_time)
+        self._equity, self._equity_time = equity, current_time
+        if equity is None:
+            return
+        before = (self.guard.state.day, self.guard.state.peak_equity)
+        events = self.guard.observe(current_time, equity)
+        for event in events:
+            logger.warning("AdvancedLearning risk limit: %s at %s (equity %.2f)", event,
+                           current_time, equity)
+            if self._live:
+                self.dp.send_msg(f"AdvancedLearning risk limit hit: {event}", always_send=True)
+        self._record_guard(current_time, equity)
+        if events or before[0] != self.guard.state.day or self._live:
+            self._dirty = True  # live: the peak and last equity move every loop
+        interval = timedelta(minutes=1) if self._live else timedelta(days=1)
+        due = self._last_save is None or current_time - self._last_save >= interval
+        if self._dirty and (events or due):
+            self._save_state(now=current_time)
+
+    def _record_guard(self, now: datetime, equity: float) -> None:
+        if not self._live:
+            return  # backtests chart nothing here: populate_indicators ran before the loop
+        s = self.guard.state
+        blocks = self.guard.blocks(now, self.crisis(now))
+        code = max((GUARD_CODES[b] for b in blocks), default=0)
+        dd = 1 - equity / s.peak_equity if s.peak_equity else 0.0
+        day = equity / s.day_open_equity - 1 if s.day_open_equity else 0.0
+        tf_ns = int(self.timeframe_to_td().total_seconds() * 1e9)
+        t = (pd.Timestamp(now).value // tf_ns) * tf_ns
+        if self._guard_history and self._guard_history[-1][0] == t:
+            self._guard_history.pop()
+        self._guard_history.append((t, equity, dd, day, code))
+
+    # ------------------------------------------------------------------ entries
+    def initial_stake_share(self) -> float:
+        """Share of the position cap an initial entry takes, leaving room for the scale-ins."""
+        p = self.learning.pyramiding
+        return 1.0 / (1.0 + p.max_adds * p.add_fraction) if p.enabled else 1.0
+
+    def custom_stake_amount(self, pair: str, current_time: datetime, current_rate: float,
+                            proposed_stake: float, min_stake: float | None, max_stake: float,
+                            leverage: float, entry_tag: str | None, side: str,
+                            **kwargs: Any) -> float:
+        equity = self._current_equity(current_time)
+        if equity is None:
+            return 0.0
+        desired = min(proposed_stake, self.guard.max_stake(equity) * self.initial_stake_share())
+        verdict = self.guard.check_stake(current_time, equity, desired, min_stake=min_stake,
+                                         crisis=self.crisis(current_time))
+        if not verdict:
+            logger.info("AdvancedLearning: no entry on %s: %s", pair, ", ".join(verdict.reasons))
+            return 0.0
+        return min(verdict.amount, max_stake)
+
+    def confirm_trade_entry(self, pair: str, order_type: str, amount: float, rate: float,
+                            time_in_force: str, current_time: datetime, entry_tag: str | None,
+                            side: str, **kwargs: Any) -> bool:
+        if side != "long":
+            return False
+        equity = self._current_equity(current_time)
+        blocks = self.guard.blocks(current_time, self.crisis(current_time))
+        if equity is None or blocks:
+            logger.info("AdvancedLearning: entry on %s vetoed: %s", pair,
+                        ", ".join(blocks) or "equity unknown")
+            return False
+        # Defence in depth: whatever path sized this order, it must fit under the cap.
+        if amount * rate > self.guard.max_stake(equity) * (1 + 1e-9):
+            logger.warning("AdvancedLearning: entry on %s vetoed: stake %.2f above the %.0f%% "
+                           "cap of equity %.2f", pair, amount * rate,
+                           100 * self.learning.risk.max_position_pct, equity)
+            return False
+        return True
+
+    # ------------------------------------------------------------------ open trades
+    def adjust_trade_position(self, trade: Trade, current_time: datetime, current_rate: float,
+                              current_profit: float, min_stake: float | None, max_stake: float,
+                              current_entry_rate: float, current_exit_rate: float,
+                              current_entry_profit: float, current_exit_profit: float,
+                              **kwargs: Any) -> float | tuple[float, str] | None:
+        if trade.has_open_orders or not self.position_adjustment_enable:
+            return None
+        p = self.learning.pyramiding
+        if self.guard.exit_reason(current_time, self.crisis(current_time)):
+            return None  # custom_exit closes the whole trade
+        if trade.nr_of_successful_exits == 0 and current_profit >= p.trim_profit:
+            return -trade.stake_amount * p.trim_fraction, "trim"
+        if (trade.nr_of_successful_entries > p.max_adds or current_profit < p.add_min_profit
+                or trade.nr_of_successful_exits > 0):
+            return None
+        series = self._series.get(trade.pair)
+        i = series.last_closed(current_time) if series else -1
+        if i < 0 or not series.score[i] > self.entry_threshold.value:
+            return None
+        equity = self._current_equity(current_time)
+        if equity is None:
+            return None
+        first_stake = trade.select_filled_orders(trade.entry_side)[0].stake_amount \
+            if trade.nr_of_successful_entries else trade.stake_amount
+        verdict = self.guard.check_stake(current_time, equity, first_stake * p.add_fraction,
+                                         held=trade.stake_amount, min_stake=min_stake,
+                                         crisis=self.crisis(current_time))
+        if not verdict:
+            return None
+        return min(verdict.amount, max_stake), "add"
+
+    def custom_exit(self, pair: str, trade: Trade, current_time: datetime, current_rate: float,
+                    current_profit: float, **kwargs: Any) -> str | None:
+        return self.guard.exit_reason(current_time, self.crisis(current_time))
+
+    def custom_stoploss(self, pair: str, trade: Trade, current_time: datetime,
+                        current_rate: float, current_profit: float, after_fill: bool,
+                        **kwargs: Any) -> float | None:
+        series = self._series.get(pair)
+        i = series.last_closed(current_time) if series else -1
+        atr_pct = series.atr_pct[i] if i >= 0 else float("nan")
+        if not math.isfinite(atr_pct):
+            return None  # keep the current stop
+        dist = min(max(self.stop_atr_mult.value * atr_pct, self.stop_min.value), -self.stoploss)
+        return -dist
+
+    def order_filled(self, pair: str, trade: Trade, order: Order, current_time: datetime,
+                     **kwargs: Any) -> None:
+        if order.ft_order_side == trade.entry_side and trade.nr_of_successful_entries == 1:
+            series = self._series.get(pair)
+            i = series.last_closed(current_time) if series else -1
+            trade.set_custom_data("decision", {
+                "score_technical": round(float(series.score[i]), 4) if i >= 0 else None,
+                "equity": round(self._equity, 2) if self._equity else None,
+                "position_cap": round(self.guard.max_stake(self._equity or 0.0), 2),
+            })
+
+    # ------------------------------------------------------------------ charts
+    @property
+    def plot_config(self) -> dict[str, Any]:
+        return {
+            "main_plot": {"ema_fast": {"color": "#2f7ed8"}, "ema_slow": {"color": "#f45b5b"}},
+            "subplots": {
+                "Score": {"score_technical": {"color": "#8085e9", "type": "bar"}},
+                "Equity drawdown": {"guard_drawdown": {"color": "#e4572e"},
+                                    "guard_day_pnl": {"color": "#17bebb"}},
+                "Risk guard": {"guard_state": {"color": "#000000", "type": "bar"}},
+            },
+        }
