@@ -23,11 +23,16 @@ DATA_DIR_ENV = "ADVL_DATA_DIR"
 _FILE_RE = re.compile(r"^(?P<base>[A-Z0-9]+)_(?P<quote>[A-Z0-9]+)-(?P<tf>\d+[smhdwM])\.feather$")
 
 
-def timeframe_to_minutes(timeframe: str) -> int:
-    """'5m' -> 5, '1h' -> 60, '1d' -> 1440 (freqtrade's own helper, re-exported)."""
-    from freqtrade.exchange import timeframe_to_minutes as _tf
+_TF_UNITS = {"m": 1, "h": 60, "d": 1440, "w": 10080}
 
-    return int(_tf(timeframe))
+
+def timeframe_to_minutes(timeframe: str) -> int:
+    """'5m' -> 5, '1h' -> 60, '1d' -> 1440 (freqtrade's notation; importing freqtrade for this
+    would cost seconds at every CLI start)."""
+    m = re.fullmatch(r"(\d+)([mhdw])", timeframe or "")
+    if not m:
+        raise DataError(f"unsupported timeframe {timeframe!r} (use e.g. 5m, 1h, 4h, 1d)")
+    return int(m[1]) * _TF_UNITS[m[2]]
 
 
 def pair_to_filename(pair: str, timeframe: str) -> str:

@@ -108,6 +108,7 @@ class AdvancedLearningStrategy(IStrategy):
         self.max_entry_position_adjustment = self.learning.pyramiding.max_adds
         self._series: dict[str, _PairSeries] = {}
         self._equity: float | None = None
+        self._start_balance: float | None = None
         self._equity_time: datetime | None = None
         self._control_mtime: float | None = None
         self._last_save: datetime | None = None
@@ -158,7 +159,8 @@ class AdvancedLearningStrategy(IStrategy):
         step = pd.Timedelta(self.timeframe_to_td())
         dates = pd.to_datetime(dataframe["date"], utc=True)
         self._series[pair] = _PairSeries(
-            close_ns=(dates + step).astype("int64").to_numpy(),
+            # as_unit: pandas keeps the file's resolution (ms for feather); compare in ns.
+            close_ns=(dates + step).dt.as_unit("ns").astype("int64").to_numpy(),
             close=dataframe["close"].to_numpy(dtype="float64"),
             score=dataframe["score_technical"].to_numpy(dtype="float64"),
             atr_pct=dataframe["atr_pct"].to_numpy(dtype="float64"),
@@ -206,12 +208,31 @@ class AdvancedLearningStrategy(IStrategy):
             i -= 1
         return float(series.close[i]) if i >= 0 else None
 
+    def starting_balance(self) -> float:
+        """The capital the equity curve starts from.
+
+        freqtrade's ``Wallets.get_starting_balance()`` is derived from the free balance and
+        scaled by ``tradable_balance_ratio``, so it moves with fees and open trades; the limits
+        need a fixed base: ``available_capital`` when set, else the dry-run/backtest wallet, else
+        (live) freqtrade's estimate taken once at start-up and unscaled.
+        """
+        if self._start_balance is None:
+            cfg = self.config
+            value = cfg.get("available_capital")
+            if value is None and (cfg.get("dry_run", True) or not self._live):
+                wallet = cfg.get("dry_run_wallet", 1000)
+                value = wallet.get(cfg["stake_currency"], 0) if isinstance(wallet, dict) \
+                    else wallet
+            if value is None and self.wallets:
+                value = self.wallets.get_starting_balance() / cfg.get(
+                    "tradable_balance_ratio", 1.0)
+            self._start_balance = float(value or 0.0)
+        return self._start_balance
+
     def compute_equity(self, now: datetime) -> float | None:
         """Starting balance + closed profit + realized and unrealized PnL of open trades."""
         try:
-            start = float(self.wallets.get_starting_balance()) if self.wallets else float(
-                self.config.get("dry_run_wallet", 0))
-            equity = start + float(Trade.get_total_closed_profit())
+            equity = self.starting_balance() + float(Trade.get_total_closed_profit())
             for trade in Trade.get_open_trades():
                 mark = self._mark(trade.pair, now)
                 if mark is None:
@@ -303,7 +324,9 @@ class AdvancedLearningStrategy(IStrategy):
         verdict = self.guard.check_stake(current_time, equity, desired, min_stake=min_stake,
                                          crisis=self.crisis(current_time))
         if not verdict:
-            logger.info("AdvancedLearning: no entry on %s: %s", pair, ", ".join(verdict.reasons))
+            self._log_once(f"refused-{current_time:%Y-%m-%d}-{verdict.reasons}",
+                           "AdvancedLearning: entries refused on %s: %s", current_time.date(),
+                           ", ".join(verdict.reasons), level=logging.INFO)
             return 0.0
         return min(verdict.amount, max_stake)
 

@@ -38,7 +38,7 @@ def ohlcv() -> pd.DataFrame:
     return make_ohlcv()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def real_data_dir() -> Path:
     """The real Binance candles ($ADVL_DATA_DIR, set by the Makefile and .ci/run).
 

@@ -1,0 +1,91 @@
+"""An independent ledger for checking freqtrade backtest results against the risk limits.
+
+It rebuilds equity from the exported orders and the raw candles, without any code from the
+strategy or the guard: cash flows of every filled order (fees included), positions marked at
+each candle close.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from learning.data import load_candles
+
+
+@dataclass(frozen=True)
+class Fill:
+    trade: int
+    pair: str
+    time: pd.Timestamp  # candle open time at which the order filled
+    is_entry: bool
+    amount: float
+    price: float
+
+
+def fills_from_trades(trades: pd.DataFrame) -> list[Fill]:
+    out = []
+    for i, row in trades.reset_index(drop=True).iterrows():
+        for o in row["orders"]:
+            if not o.get("amount"):
+                continue
+            out.append(Fill(i, row["pair"], pd.Timestamp(o["order_filled_timestamp"], unit="ms",
+                                                          tz="UTC"),
+                            bool(o["ft_is_entry"]), float(o["amount"]), float(o["safe_price"])))
+    return sorted(out, key=lambda f: (f.time, not f.is_entry))
+
+
+def equity_curve(trades: pd.DataFrame, datadir, pairs, timeframe: str, start: float,
+                 fee: float, first: pd.Timestamp, last: pd.Timestamp) -> pd.Series:
+    """Equity at every candle close time in [first, last] (index = close time).
+
+    A fill at candle open time t happens before the mark at close time t + tf.
+    """
+    step = pd.Timedelta(timeframe.replace("m", "min"))
+    closes = {}
+    for pair in pairs:
+        df = load_candles(datadir, pair, timeframe)
+        s = pd.Series(df["close"].to_numpy(), index=df["date"] + step)
+        closes[pair] = s[(s.index >= first) & (s.index <= last + step)]
+    index = closes[pairs[0]].index
+    cash = np.zeros(len(index))
+    held = {p: np.zeros(len(index)) for p in pairs}
+    for f in fills_from_trades(trades):
+        k = index.searchsorted(f.time + step)  # first mark that includes this fill
+        if k >= len(index):
+            continue
+        cost = f.amount * f.price
+        if f.is_entry:
+            cash[k:] -= cost * (1 + fee)
+            held[f.pair][k:] += f.amount
+        else:
+            cash[k:] += cost * (1 - fee)
+            held[f.pair][k:] -= f.amount
+    value = sum(held[p] * closes[p].reindex(index).ffill().to_numpy() for p in pairs)
+    return pd.Series(start + cash + value, index=index)
+
+
+def equity_before(curve: pd.Series, t: pd.Timestamp) -> float:
+    """Equity known at time t: marked at the last close at or before t."""
+    i = curve.index.searchsorted(t, side="right") - 1
+    return float(curve.iloc[max(i, 0)])
+
+
+def stake_after_entries(trades: pd.DataFrame) -> list[tuple[Fill, float]]:
+    """Each entry fill with the trade's stake right after it (held amount × average entry price,
+    freqtrade's definition of a trade's stake)."""
+    held: dict[int, float] = {}
+    cost: dict[int, float] = {}
+    out = []
+    for f in fills_from_trades(trades):
+        h, c = held.get(f.trade, 0.0), cost.get(f.trade, 0.0)
+        if f.is_entry:
+            h, c = h + f.amount, c + f.amount * f.price
+            out.append((f, c))
+        else:
+            c = c * (h - f.amount) / h if h > 0 else 0.0
+            h -= f.amount
+        held[f.trade], cost[f.trade] = h, c
+    return out
