@@ -57,8 +57,9 @@ class PyramidingConfig:
     add_fraction: float = _f(
         0.5, "Size of one scale-in as a fraction of the trade's initial stake.", (0.0, 2.0))
     add_min_profit: float = _f(
-        0.015, "A scale-in needs at least this open profit (ratio) and a positive score.",
-        (-1.0, 1.0))
+        0.015, "A scale-in needs at least this open profit (ratio).", (-1.0, 1.0))
+    add_requires_signal: bool = _f(
+        True, "A scale-in also needs the entry signal (score above the entry threshold).")
     trim_profit: float = _f(
         0.06, "Trim once when open profit reaches this ratio.", (0.0, 10.0))
     trim_fraction: float = _f(

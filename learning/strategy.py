@@ -365,10 +365,11 @@ class AdvancedLearningStrategy(IStrategy):
         if (trade.nr_of_successful_entries > p.max_adds or current_profit < p.add_min_profit
                 or trade.nr_of_successful_exits > 0):
             return None
-        series = self._series.get(trade.pair)
-        i = series.last_closed(current_time) if series else -1
-        if i < 0 or not series.score[i] > self.entry_threshold.value:
-            return None
+        if p.add_requires_signal:
+            series = self._series.get(trade.pair)
+            i = series.last_closed(current_time) if series else -1
+            if i < 0 or not series.score[i] > self.entry_threshold.value:
+                return None
         equity = self._current_equity(current_time)
         if equity is None:
             return None

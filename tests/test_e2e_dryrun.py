@@ -1,0 +1,175 @@
+"""End to end: ``freqtrade trade`` (dry-run) with the REST API on 127.0.0.1 against the local
+exchange replaying real candles: ping, status, pair_candles with the strategy's columns, a forced
+entry that fills, a rule-based position adjustment, a manual halt from the CLI, then a restart
+after which the trade and the learned (risk) state resume where they were."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from learning.cli import main as ftlearn
+from learning.localrun import freqtrade_command, local_exchange
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+AUTH = ("tester", "tester-password")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Bot:
+    def __init__(self, configs: list[Path], log: Path, port: int) -> None:
+        self.configs, self.log, self.port = configs, log, port
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v1"
+
+    def start(self) -> None:
+        cmd = [*freqtrade_command(), "trade"]
+        for c in self.configs:
+            cmd += ["--config", str(c)]
+        with open(self.log, "a") as out:  # freqtrade logs to stderr
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                         env={**os.environ})
+        self.wait_for(lambda: requests.get(f"{self.url}/ping", timeout=2).json()
+                      .get("status") == "pong", 120, "the API server to answer /ping")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def get(self, path: str, **params):
+        r = requests.get(f"{self.url}/{path}", auth=AUTH, params=params, timeout=30)
+        r.raise_for_status()
+        return r.json()
+
+    def post(self, path: str, body: dict):
+        return requests.post(f"{self.url}/{path}", auth=AUTH, json=body, timeout=30)
+
+    def wait_for(self, check, timeout: float, what: str):
+        deadline = time.monotonic() + timeout
+        last_err = None
+        while time.monotonic() < deadline:
+            if self.proc and self.proc.poll() is not None:
+                raise AssertionError(f"freqtrade exited ({self.proc.returncode}) while waiting "
+                                     f"for {what}:\n{self.log_tail()}")
+            try:
+                result = check()
+                if result:
+                    return result
+            except (requests.RequestException, ValueError, KeyError, IndexError) as err:
+                last_err = err
+            time.sleep(1)
+        raise AssertionError(f"timed out waiting for {what} ({last_err}):\n{self.log_tail()}")
+
+    def log_tail(self) -> str:
+        return "\n".join(self.log.read_text().splitlines()[-40:]) if self.log.exists() else ""
+
+
+@pytest.fixture
+def bot(real_data_dir, tmp_path):
+    with local_exchange(real_data_dir, tmp_path / "exchange") as ex:
+        user_dir = tmp_path / "user_data"
+        user_dir.mkdir()
+        port = free_port()
+        test_cfg = tmp_path / "dryrun.json"
+        test_cfg.write_text(json.dumps({
+            "user_data_dir": str(user_dir),
+            "db_url": f"sqlite:///{tmp_path / 'trades.sqlite'}",
+            "dry_run": True,
+            "force_entry_enable": True,
+            "exchange": {"pair_whitelist": ["BTC/USDT", "ETH/USDT", "SOL/USDT"]},
+            # Cross the spread so the test's orders fill at once.
+            "entry_pricing": {"price_side": "other"},
+            "exit_pricing": {"price_side": "other"},
+            "api_server": {"enabled": True, "listen_ip_address": "127.0.0.1",
+                           "listen_port": port, "username": AUTH[0], "password": AUTH[1],
+                           "jwt_secret_key": "x" * 40},
+            "advanced_learning": {"pyramiding": {"add_min_profit": -1.0,
+                                                 "add_requires_signal": False,
+                                                 "max_adds": 1}},
+        }))
+        b = Bot([ROOT / "config.json", ex.overlay, test_cfg], tmp_path / "freqtrade.log", port)
+        b.user_dir, b.configs_for_cli = user_dir, [str(ROOT / "config.json"), str(test_cfg)]
+        try:
+            yield b
+        finally:
+            b.stop()
+
+
+def test_dry_run_trades_adjusts_halts_and_resumes_after_restart(bot):
+    bot.start()
+    assert bot.get("ping")["status"] == "pong"
+    assert bot.get("status") == []
+
+    candles = bot.wait_for(lambda: (c := bot.get("pair_candles", pair="BTC/USDT",
+                                                  timeframe="5m"))["length"] > 0 and c, 60,
+                           "analyzed candles")
+    for col in ("score_technical", "guard_state", "guard_drawdown", "data_ok"):
+        assert col in candles["columns"], col
+    assert "Risk guard" in bot.get("plot_config")["subplots"]
+
+    resp = bot.post("forceenter", {"pair": "BTC/USDT"})
+    assert resp.status_code == 200, resp.text
+    trade = bot.wait_for(lambda: [t for t in bot.get("status") if t["pair"] == "BTC/USDT"
+                                  and not t["has_open_orders"] and t["amount"] > 0],
+                         90, "the forced entry to fill")[0]
+    balance = bot.get("balance")["total"]
+    # The guard sized the entry: at most 20% of equity (here the wallet, nothing else open).
+    assert trade["stake_amount"] <= 0.20 * balance * 1.001
+
+    adjusted = bot.wait_for(lambda: [t for t in bot.get("status")
+                                     if t["trade_id"] == trade["trade_id"]
+                                     and t["nr_of_successful_entries"] >= 2
+                                     and not t["has_open_orders"]],
+                            90, "the rule-based scale-in")[0]
+    assert adjusted["stake_amount"] > trade["stake_amount"]
+    assert adjusted["stake_amount"] <= 0.20 * balance * 1.001
+    custom = bot.get(f"trades/{trade['trade_id']}/custom-data")
+    assert any(item["key"] == "decision" for item in custom[0]["custom_data"])
+
+    # A manual halt from the CLI while the bot runs vetoes new entries.
+    assert ftlearn(["halt", "--reason", "e2e", *sum((["-c", c] for c in bot.configs_for_cli),
+                                                    [])]) == 0
+    bot.wait_for(lambda: "manual_halt" in bot.log.read_text(), 30, "the bot to apply the halt")
+    resp = bot.post("forceenter", {"pair": "ETH/USDT"})
+    time.sleep(3)
+    assert not [t for t in bot.get("status") if t["pair"] == "ETH/USDT"], resp.text
+    assert ftlearn(["resume", *sum((["-c", c] for c in bot.configs_for_cli), [])]) == 0
+
+    risk_file = bot.user_dir / "learning/default/dry_run/risk.json"
+    bot.wait_for(lambda: risk_file.exists(), 90, "the risk state to be saved")
+    bot.stop()
+    saved = json.loads(risk_file.read_text())["data"]
+    assert saved["peak_equity"] > 0 and saved["day"]
+
+    bot.start()
+    status = bot.wait_for(lambda: bot.get("status"), 60, "the open trade after restart")
+    assert [t["trade_id"] for t in status] == [trade["trade_id"]]
+    assert status[0]["nr_of_successful_entries"] == adjusted["nr_of_successful_entries"]
+    bot.wait_for(lambda: "risk state restored" in bot.log.read_text(), 30,
+                 "the risk state to be restored")
+    restored = json.loads(risk_file.read_text())["data"]
+    assert restored["peak_equity"] >= saved["peak_equity"]
+    assert restored["reset_token_applied"] == saved["reset_token_applied"]
