@@ -22,6 +22,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "learning.commands.exchange",
     "learning.commands.data",
     "learning.commands.control",
+    "learning.commands.demo",
+    "learning.commands.policy",
 )
 
 
