@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from freqtrade.exceptions import OperationalException
-from freqtrade.persistence import Order, Trade
+from freqtrade.persistence import LocalTrade, Order, Trade
 from freqtrade.strategy import DecimalParameter, IStrategy
 
 from learning.config import LearningConfig, load_learning_config
@@ -56,10 +56,16 @@ class _PairSeries:
     close: np.ndarray
     score: np.ndarray
     atr_pct: np.ndarray
+    _last_now: datetime | None = None
+    _last_i: int = -1
 
     def last_closed(self, now: datetime) -> int:
         """Index of the newest candle that had closed at ``now``, or -1."""
-        return int(np.searchsorted(self.close_ns, pd.Timestamp(now).value, side="right")) - 1
+        if now is not self._last_now:  # callbacks of one candle share the same datetime object
+            ns = int(now.timestamp()) * 1_000_000_000 + now.microsecond * 1000
+            self._last_i = int(np.searchsorted(self.close_ns, ns, side="right")) - 1
+            self._last_now = now
+        return self._last_i
 
 
 class AdvancedLearningStrategy(IStrategy):
@@ -109,6 +115,7 @@ class AdvancedLearningStrategy(IStrategy):
         self._series: dict[str, _PairSeries] = {}
         self._equity: float | None = None
         self._start_balance: float | None = None
+        self._closed_count, self._closed_sum = -1, 0.0
         self._equity_time: datetime | None = None
         self._control_mtime: float | None = None
         self._last_save: datetime | None = None
@@ -229,10 +236,22 @@ class AdvancedLearningStrategy(IStrategy):
             self._start_balance = float(value or 0.0)
         return self._start_balance
 
+    def _closed_profit(self) -> float:
+        """Total profit of closed trades. In backtests freqtrade keeps closed trades in a list
+        that only grows, so the sum is recomputed only when it has grown (summing it on every
+        candle was the largest cost of the strategy's own code)."""
+        if Trade.use_db:
+            return float(Trade.get_total_closed_profit())
+        closed = LocalTrade.bt_trades
+        if len(closed) != self._closed_count:
+            self._closed_sum = float(sum(t.close_profit_abs or 0.0 for t in closed))
+            self._closed_count = len(closed)
+        return self._closed_sum
+
     def compute_equity(self, now: datetime) -> float | None:
         """Starting balance + closed profit + realized and unrealized PnL of open trades."""
         try:
-            equity = self.starting_balance() + float(Trade.get_total_closed_profit())
+            equity = self.starting_balance() + self._closed_profit()
             for trade in Trade.get_open_trades():
                 mark = self._mark(trade.pair, now)
                 if mark is None:
@@ -288,8 +307,10 @@ class AdvancedLearningStrategy(IStrategy):
         self._record_guard(current_time, equity)
         if events or before[0] != self.guard.state.day or self._live:
             self._dirty = True  # live: the peak and last equity move every loop
-        interval = timedelta(minutes=1) if self._live else timedelta(days=1)
-        due = self._last_save is None or current_time - self._last_save >= interval
+        # Live: at most once a minute (and at once on a limit). Backtests write on limit events
+        # and at exit only: a synced write per simulated day cost seconds per backtest.
+        due = self._live and (self._last_save is None
+                              or current_time - self._last_save >= timedelta(minutes=1))
         if self._dirty and (events or due):
             self._save_state(now=current_time)
 
