@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "learning.commands.control",
     "learning.commands.demo",
     "learning.commands.policy",
+    "learning.commands.encoder",
 )
 
 
