@@ -38,6 +38,7 @@ from learning.errors import ConfigError
 from learning.risk import SCHEMA_VERSION as RISK_SCHEMA
 from learning.risk import RiskGuard, RiskState
 from learning.store import StateStore, runmode_namespace, state_root
+from learning.strategy_freqai import FreqAIHooks
 from learning.technical import WARMUP_CANDLES, add_technical
 
 logger = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class _PairSeries:
         return self._last_i
 
 
-class AdvancedLearningStrategy(IStrategy):
+class AdvancedLearningStrategy(FreqAIHooks, IStrategy):
     """Rule-based core of AdvancedLearning; the learning tiers plug into it."""
 
     INTERFACE_VERSION = 3
@@ -158,6 +159,11 @@ class AdvancedLearningStrategy(IStrategy):
     # ------------------------------------------------------------------ indicators
     def populate_indicators(self, dataframe: pd.DataFrame, metadata: dict) -> pd.DataFrame:
         pair = metadata["pair"]
+        if self.freqai_enabled:
+            dataframe = self.freqai.start(dataframe, metadata, self)
+            dataframe["score_ai"] = self.ai_score(dataframe)
+        else:
+            dataframe["score_ai"] = np.nan
         add_technical(dataframe)
         bad = int((~dataframe["data_ok"]).iloc[self.startup_candle_count:].sum())
         if bad:
