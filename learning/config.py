@@ -66,6 +66,70 @@ class PyramidingConfig:
         0.33, "Fraction of the position sold by a trim.", (0.0, 0.95))
 
 
+def _regime_defaults() -> Any:
+    from learning.regime import RegimeConfig
+
+    # Windows that fit in the history freqtrade can provide at start-up (5000 candles of the
+    # main timeframe, about 17 days of 5m): a two-week fit window, refitted weekly.
+    return RegimeConfig(fit_window=336, min_fit_candles=168, vol_baseline_window=168,
+                        refit_every=168, burn_in=48)
+
+
+@dataclass(frozen=True)
+class RegimeSettings:
+    """Tier 2: the market regime detector, run on BTC and the whitelist at
+    ``detector.timeframe`` (an informative timeframe, 1h by default)."""
+
+    enabled: bool = _f(True, "Detect regimes; false: every candle is UNKNOWN (an ablation).")
+    btc_pair: str = _f("BTC/USDT", "The market factor: regime and sentiment are read from it.")
+    detector: Any = _f(None, "Detector parameters (learning.regime.RegimeConfig); defaults suit "
+                       "1h candles and a two-week fit window.")
+
+
+@dataclass(frozen=True)
+class BanditSettings:
+    """Tier 1: the component-weight bandit (per learner and regime)."""
+
+    enabled: bool = _f(True, "Learn component weights; false: equal weights (an ablation).")
+    params: Any = _f(None, "Bandit parameters (learning.bandit.BanditConfig).")
+
+
+@dataclass(frozen=True)
+class BrainConfig:
+    """Decision flow and circuit breakers."""
+
+    seed: int = _f(0, "Seed of the decision sampler (Thompson draws); stored with the state.",
+                   (0, 2**31 - 1))
+    theme_window: int = _f(288, "Candles of trailing return for the theme score (288 = 1 day "
+                           "of 5m).", (2, 100_000))
+    breaker_trades: int = _f(20, "Learning pauses while the Sharpe of the last N closed trades "
+                             "is below 0 (N = this).", (2, 10_000))
+    fallback_drawdown: float = _f(0.10, "Rule-based fallback (technical score, Balanced "
+                                  "learner, no sampling) while drawdown exceeds this.",
+                                  (0.0, 1.0))
+    warm_start: bool = _f(False, "Backtests load learned state from an earlier backtest whose "
+                          "data ended before this one starts (never dry/live state).")
+    decision_log: int = _f(2000, "Decisions kept in the state (oldest dropped).", (0, 10**6))
+
+
+@dataclass(frozen=True)
+class SizingConfig:
+    """Who sets size, stop, take profit and hold time of a trade."""
+
+    agent: str = _f("rule", "rule: learner risk tolerance × cap, ATR stop; ppo: the Tier 3 "
+                    "trade-parameter agent, clamped by the risk guard.", choices=("rule", "ppo"))
+
+
+@dataclass(frozen=True)
+class RouterSettings:
+    """Champion/challenger A/B tests between policies (learning.policy)."""
+
+    enabled: bool = _f(False, "Ask the router which registered policy decides each entry.")
+    db: str = _f("", "SQLite file; empty: user_data/learning/policy_bandit.db (dry/live) or "
+                 "the run's state folder (backtests, which never write the live database).")
+    params: Any = _f(None, "Router parameters (learning.policy.RouterConfig).")
+
+
 @dataclass(frozen=True)
 class LearningConfig:
     """The ``advanced_learning`` section of config.json."""
@@ -76,6 +140,32 @@ class LearningConfig:
         "learning", "Folder for learned state, relative to user_data_dir unless absolute.")
     risk: RiskConfig = _f(RiskConfig(), "Hard risk limits.")
     pyramiding: PyramidingConfig = _f(PyramidingConfig(), "Rule-based position adjustment.")
+    regime: RegimeSettings = _f(RegimeSettings(), "Tier 2 regime detector.")
+    bandit: BanditSettings = _f(BanditSettings(), "Tier 1 component-weight bandit.")
+    meta: Any = _f(None, "Tier 4 meta-learner (learning.meta.MetaConfig).")
+    brain: BrainConfig = _f(BrainConfig(), "Decision flow and circuit breakers.")
+    sizing: SizingConfig = _f(SizingConfig(), "Trade sizing and exit parameters.")
+    router: RouterSettings = _f(RouterSettings(), "Policy router.")
+
+
+#: Sections typed ``Any`` above are parsed with the owning module's config class (imported
+#: lazily: those modules import this one).
+_LAZY_SECTIONS = {
+    (RegimeSettings, "detector"): ("learning.regime", "RegimeConfig", _regime_defaults),
+    (BanditSettings, "params"): ("learning.bandit", "BanditConfig", None),
+    (LearningConfig, "meta"): ("learning.meta", "MetaConfig", None),
+    (RouterSettings, "params"): ("learning.policy", "RouterConfig", None),
+}
+
+
+def _lazy_class(owner: type, name: str) -> tuple[type, Any] | None:
+    entry = _LAZY_SECTIONS.get((owner, name))
+    if entry is None:
+        return None
+    import importlib
+
+    module, cls_name, default = entry
+    return getattr(importlib.import_module(module), cls_name), default
 
 
 # ----------------------------------------------------------------------------------------------
@@ -143,7 +233,18 @@ def parse_section(cls: type, raw: Mapping[str, Any] | None, path: str = SECTION)
             f"known keys: {', '.join(sorted(fields))}")
     kwargs = {}
     for name, value in raw.items():
-        kwargs[name] = _coerce(value, hints[name], f"{path}.{name}", fields[name].metadata)
+        lazy = _lazy_class(cls, name)
+        tp = lazy[0] if lazy else hints[name]
+        kwargs[name] = _coerce(value, tp, f"{path}.{name}", fields[name].metadata)
+    for name in fields:
+        if name in kwargs:
+            continue
+        lazy = _lazy_class(cls, name)
+        if lazy:
+            kwargs[name] = lazy[1]() if lazy[1] else lazy[0]()
+        elif dataclasses.is_dataclass(hints[name]):
+            # A nested section left out entirely still gets its own lazy defaults filled in.
+            kwargs[name] = parse_section(hints[name], {}, f"{path}.{name}")
     return cls(**kwargs)
 
 
@@ -152,16 +253,23 @@ def load_learning_config(ft_config: Mapping[str, Any]) -> LearningConfig:
     return parse_section(LearningConfig, ft_config.get(SECTION), SECTION)
 
 
-def reference_rows(cls: type = LearningConfig, prefix: str = SECTION) -> list[tuple[str, str, str]]:
+def reference_rows(cls: type = LearningConfig, prefix: str = SECTION,
+                   instance: Any = None) -> list[tuple[str, str, str]]:
     """(key, default, help) rows for the README's configuration reference."""
     rows: list[tuple[str, str, str]] = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         key = f"{prefix}.{f.name}"
+        lazy = _lazy_class(cls, f.name)
+        if lazy:
+            rows.extend(reference_rows(lazy[0], key, lazy[1]() if lazy[1] else None))
+            continue
         if dataclasses.is_dataclass(hints[f.name]):
             rows.extend(reference_rows(hints[f.name], key))
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if instance is not None:
+            default = getattr(instance, f.name)
         extra = []
         if f.metadata.get("range"):
             extra.append(f"range {f.metadata['range'][0]}..{f.metadata['range'][1]}")

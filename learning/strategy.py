@@ -38,6 +38,7 @@ from learning.errors import ConfigError
 from learning.risk import SCHEMA_VERSION as RISK_SCHEMA
 from learning.risk import RiskGuard, RiskState
 from learning.store import StateStore, runmode_namespace, state_root
+from learning.strategy_brain import CRISIS_ID, BrainHooks, _minutes
 from learning.strategy_freqai import FreqAIHooks
 from learning.technical import WARMUP_CANDLES, add_technical
 
@@ -55,8 +56,13 @@ class _PairSeries:
 
     close_ns: np.ndarray  # candle close times (open + timeframe), int64 ns
     close: np.ndarray
-    score: np.ndarray
+    score: np.ndarray  # technical
     atr_pct: np.ndarray
+    ai: np.ndarray
+    theme: np.ndarray
+    sentiment: np.ndarray
+    regime_id: np.ndarray
+    regime_conf: np.ndarray
     _last_now: datetime | None = None
     _last_i: int = -1
 
@@ -69,7 +75,7 @@ class _PairSeries:
         return self._last_i
 
 
-class AdvancedLearningStrategy(FreqAIHooks, IStrategy):
+class AdvancedLearningStrategy(BrainHooks, FreqAIHooks, IStrategy):
     """Rule-based core of AdvancedLearning; the learning tiers plug into it."""
 
     INTERFACE_VERSION = 3
@@ -123,6 +129,15 @@ class AdvancedLearningStrategy(FreqAIHooks, IStrategy):
         self._dirty = False
         self._logged: set[str] = set()
         self._guard_history: deque[tuple[int, float, float, float, int]] = deque(maxlen=20_000)
+        self._init_brain()
+        # The regime detector reads informative candles; freqtrade loads startup_candle_count
+        # candles of the main timeframe before a backtest (and at most 5 x 1000 live), so the
+        # history it needs is requested up to that limit. With less, regimes start UNKNOWN.
+        det = self.learning.regime.detector
+        need = (det.warmup_candles + det.min_fit_candles + det.refit_every) * _minutes(
+            det.timeframe) // _minutes(self.timeframe)
+        self.startup_candle_count = max(WARMUP_CANDLES, min(need, 4_900)) \
+            if self.learning.regime.enabled else WARMUP_CANDLES
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -137,8 +152,20 @@ class AdvancedLearningStrategy(FreqAIHooks, IStrategy):
                 logger.info("AdvancedLearning: risk state restored from %s (peak equity %s)",
                             self.store.root, self.guard.state.peak_equity)
         # A backtest starts from a clean guard: it never loads state of a live run.
+        self._load_brain(self._backtest_start())
         if self._persist:
             atexit.register(self._save_state, force=True)
+
+    def _backtest_start(self) -> datetime | None:
+        from freqtrade.configuration import TimeRange
+
+        raw = self.config.get("timerange")
+        if not raw:
+            return None
+        try:
+            return TimeRange.parse_timerange(raw).startdt
+        except Exception:
+            return None
 
     def _log_once(self, key: str, msg: str, *args: Any, level: int = logging.WARNING) -> None:
         if key not in self._logged:
@@ -146,6 +173,8 @@ class AdvancedLearningStrategy(FreqAIHooks, IStrategy):
             logger.log(level, msg, *args)
 
     def _save_state(self, force: bool = False, now: datetime | None = None) -> None:
+        if self._persist and (self._brain_dirty or force):
+            self._save_brain(now or self._equity_time)
         if not self._persist or not (self._dirty or force):
             return
         try:
@@ -165,6 +194,7 @@ class AdvancedLearningStrategy(FreqAIHooks, IStrategy):
         else:
             dataframe["score_ai"] = np.nan
         add_technical(dataframe)
+        self.add_brain_columns(dataframe, pair)
         bad = int((~dataframe["data_ok"]).iloc[self.startup_candle_count:].sum())
         if bad:
             self._log_once(f"bad-rows-{pair}", "AdvancedLearning: %s has %d candles with NaN, "
@@ -177,9 +207,42 @@ class AdvancedLearningStrategy(FreqAIHooks, IStrategy):
             close=dataframe["close"].to_numpy(dtype="float64"),
             score=dataframe["score_technical"].to_numpy(dtype="float64"),
             atr_pct=dataframe["atr_pct"].to_numpy(dtype="float64"),
+            ai=dataframe["score_ai"].to_numpy(dtype="float64"),
+            theme=dataframe["score_theme"].to_numpy(dtype="float64"),
+            sentiment=dataframe["score_sentiment"].to_numpy(dtype="float64"),
+            regime_id=dataframe["regime_id"].to_numpy(dtype="int64"),
+            regime_conf=dataframe["regime_confidence"].to_numpy(dtype="float64"),
         )
         self._add_guard_columns(dataframe, dates)
+        self._add_decision_columns(dataframe, dates, pair)
         return dataframe
+
+    def _add_decision_columns(self, dataframe: pd.DataFrame, dates: pd.Series, pair: str) -> None:
+        """Overall score, threshold, learner and weights of the recorded decisions on this pair
+        at the candle they were taken on (NaN elsewhere; backtests fill them only afterwards, in
+        the report, because decisions happen inside the candle loop)."""
+        cols = ["brain_overall", "brain_threshold", "brain_learner",
+                *(f"w_{c}" for c in ("technical", "ai", "theme", "sentiment"))]
+        rows = [d for d in self.brain.recent_decisions() if d["pair"] == pair]
+        if not rows:
+            for c in cols:
+                dataframe[c] = np.nan
+            return
+        names = self.brain.meta.learner_names
+        hist = pd.DataFrame({
+            # A decision at time t used the candle that closed at t (opened at t - tf).
+            "date": pd.to_datetime([d["time"] for d in rows], utc=True) - self.timeframe_to_td(),
+            "brain_overall": [d["overall"] for d in rows],
+            "brain_threshold": [d["threshold"] for d in rows],
+            "brain_learner": [names.index(d["learner"]) + 1 if d["learner"] in names else 0
+                              for d in rows],
+            **{f"w_{c}": [d["weights"].get(c, 0.0) for d in rows]
+               for c in ("technical", "ai", "theme", "sentiment")},
+        }).drop_duplicates("date", keep="last")
+        hist["date"] = hist["date"].astype(dates.dtype)
+        merged = pd.DataFrame({"date": dates}).merge(hist, on="date", how="left")
+        for c in cols:
+            dataframe[c] = merged[c].to_numpy()
 
     def timeframe_to_td(self) -> timedelta:
         from freqtrade.exchange import timeframe_to_minutes
@@ -202,8 +265,13 @@ class AdvancedLearningStrategy(FreqAIHooks, IStrategy):
             dataframe[c] = merged[c].to_numpy()
 
     def populate_entry_trend(self, dataframe: pd.DataFrame, metadata: dict) -> pd.DataFrame:
-        cond = (dataframe["data_ok"] & (dataframe["score_technical"] > self.entry_threshold.value))
-        dataframe.loc[cond, ["enter_long", "enter_tag"]] = (1, "tech")
+        # A candidate only: the weighted score of any learner is a convex combination of the
+        # components, so it can pass the threshold only where some component does. The learned
+        # decision is taken per entry, in custom_stake_amount (see learning.brain).
+        best = dataframe[["score_technical", "score_ai", "score_theme",
+                          "score_sentiment"]].max(axis=1, skipna=True)
+        cond = dataframe["data_ok"] & (best > self.entry_threshold.value)
+        dataframe.loc[cond, ["enter_long", "enter_tag"]] = (1, "candidate")
         return dataframe
 
     def populate_exit_trend(self, dataframe: pd.DataFrame, metadata: dict) -> pd.DataFrame:
@@ -278,8 +346,8 @@ class AdvancedLearningStrategy(FreqAIHooks, IStrategy):
         return self._equity
 
     def crisis(self, now: datetime) -> bool:
-        """Whether the market is in the CRISIS regime (the regime tier sets this)."""
-        return False
+        """Whether the market was in the CRISIS regime at the last closed candle."""
+        return self.learning.regime.enabled and self.regime_now(now) == CRISIS_ID
 
     def _poll_control(self, now: datetime) -> None:
         path = self.store.path(CONTROL_NAME)
@@ -319,6 +387,8 @@ class AdvancedLearningStrategy(FreqAIHooks, IStrategy):
                               or current_time - self._last_save >= timedelta(minutes=1))
         if self._dirty and (events or due):
             self._save_state(now=current_time)
+        elif due and self._brain_dirty:
+            self._save_brain(current_time)
 
     def _record_guard(self, now: datetime, equity: float) -> None:
         if not self._live:
@@ -347,10 +417,16 @@ class AdvancedLearningStrategy(FreqAIHooks, IStrategy):
         equity = self._current_equity(current_time)
         if equity is None:
             return 0.0
-        desired = min(proposed_stake, self.guard.max_stake(equity) * self.initial_stake_share())
+        decision = self.decide_entry(pair, current_time, entry_tag)
+        if decision is None or not decision.take:
+            return 0.0
+        share = decision.stake_share if decision.mode == "learned" else 1.0
+        desired = min(proposed_stake,
+                      self.guard.max_stake(equity) * self.initial_stake_share() * share)
         verdict = self.guard.check_stake(current_time, equity, desired, min_stake=min_stake,
                                          crisis=self.crisis(current_time))
         if not verdict:
+            self._pending.pop(pair, None)
             self._log_once(f"refused-{current_time:%Y-%m-%d}-{verdict.reasons}",
                            "AdvancedLearning: entries refused on %s: %s", current_time.date(),
                            ", ".join(verdict.reasons), level=logging.INFO)
@@ -367,6 +443,10 @@ class AdvancedLearningStrategy(FreqAIHooks, IStrategy):
         if equity is None or blocks:
             logger.info("AdvancedLearning: entry on %s vetoed: %s", pair,
                         ", ".join(blocks) or "equity unknown")
+            self._pending.pop(pair, None)
+            return False
+        pending = self._pending.get(pair)
+        if pending is None or not pending["take"]:
             return False
         # Defence in depth: whatever path sized this order, it must fit under the cap.
         if amount * rate > self.guard.max_stake(equity) * (1 + 1e-9):
@@ -421,29 +501,65 @@ class AdvancedLearningStrategy(FreqAIHooks, IStrategy):
         atr_pct = series.atr_pct[i] if i >= 0 else float("nan")
         if not math.isfinite(atr_pct):
             return None  # keep the current stop
-        dist = min(max(self.stop_atr_mult.value * atr_pct, self.stop_min.value), -self.stoploss)
+        learner = self.learner_of(trade)
+        patience = self.brain.meta.profile(learner).patience if learner in \
+            self.brain.meta.learner_names else 1.0
+        dist = min(max(self.stop_atr_mult.value * patience * atr_pct, self.stop_min.value),
+                   -self.stoploss)
         return -dist
 
     def order_filled(self, pair: str, trade: Trade, order: Order, current_time: datetime,
                      **kwargs: Any) -> None:
-        if order.ft_order_side == trade.entry_side and trade.nr_of_successful_entries == 1:
-            series = self._series.get(pair)
-            i = series.last_closed(current_time) if series else -1
-            trade.set_custom_data("decision", {
-                "score_technical": round(float(series.score[i]), 4) if i >= 0 else None,
-                "equity": round(self._equity, 2) if self._equity else None,
-                "position_cap": round(self.guard.max_stake(self._equity or 0.0), 2),
-            })
+        if order.ft_order_side == trade.entry_side:
+            if trade.nr_of_successful_entries <= 1:
+                self.record_entry_fill(trade, current_time)
+        else:
+            self.record_exit_fill(trade, order, current_time)
 
     # ------------------------------------------------------------------ charts
     @property
     def plot_config(self) -> dict[str, Any]:
+        regime_colors = {"BULL_MOMENTUM": "#2ca02c", "BEAR_DEFENSIVE": "#d62728",
+                         "CHOPPY": "#7f7f7f", "CRISIS": "#000000", "THEME_DRIVEN": "#9467bd"}
         return {
             "main_plot": {"ema_fast": {"color": "#2f7ed8"}, "ema_slow": {"color": "#f45b5b"}},
             "subplots": {
-                "Score": {"score_technical": {"color": "#8085e9", "type": "bar"}},
+                "Components": {"score_technical": {"color": "#8085e9"},
+                               "score_ai": {"color": "#f7a35c"},
+                               "score_theme": {"color": "#90ed7d"},
+                               "score_sentiment": {"color": "#e4d354"}},
+                "Decision": {"brain_overall": {"color": "#434348", "type": "scatter"},
+                             "brain_threshold": {"color": "#f15c80"},
+                             "brain_learner": {"color": "#2b908f", "type": "bar"}},
+                "Weights": {f"w_{c}": {"color": col} for c, col in (
+                    ("technical", "#8085e9"), ("ai", "#f7a35c"), ("theme", "#90ed7d"),
+                    ("sentiment", "#e4d354"))},
+                "Regime": {**{f"regime_prob_{r}": {"color": c}
+                              for r, c in regime_colors.items()},
+                           "regime_confidence": {"color": "#17becf"}},
                 "Equity drawdown": {"guard_drawdown": {"color": "#e4572e"},
                                     "guard_day_pnl": {"color": "#17bebb"}},
                 "Risk guard": {"guard_state": {"color": "#000000", "type": "bar"}},
             },
         }
+
+    def plot_annotations(self, pair: str, start_date: datetime, end_date: datetime,
+                         dataframe: pd.DataFrame, **kwargs: Any) -> list[dict[str, Any]]:
+        """Shade each regime segment of the visible range (FreqUI draws these areas)."""
+        if dataframe is None or "regime" not in dataframe or dataframe.empty:
+            return []
+        colors = {"BULL_MOMENTUM": "rgba(44,160,44,0.10)", "BEAR_DEFENSIVE": "rgba(214,39,40,0.10)",
+                  "CHOPPY": "rgba(127,127,127,0.10)", "CRISIS": "rgba(0,0,0,0.25)",
+                  "THEME_DRIVEN": "rgba(148,103,189,0.12)"}
+        dates = pd.to_datetime(dataframe["date"], utc=True)
+        regime = dataframe["regime"].astype(str)
+        seg = (regime != regime.shift()).cumsum()
+        out = []
+        for _, idx in regime.groupby(seg).groups.items():
+            name = regime.loc[idx[0]]
+            if name not in colors:
+                continue
+            out.append({"type": "area", "start": dates.loc[idx[0]].to_pydatetime(),
+                        "end": (dates.loc[idx[-1]] + self.timeframe_to_td()).to_pydatetime(),
+                        "label": name, "color": colors[name]})
+        return out[-200:]

@@ -5,14 +5,16 @@ import json
 
 import pytest
 
-from learning.config import LearningConfig, RiskConfig, load_learning_config, reference_rows
+from learning.config import RiskConfig, load_learning_config, reference_rows
 from learning.errors import ConfigError
 from tests.conftest import ROOT
 
 
 def test_load_learning_config_with_missing_section_gives_defaults():
     cfg = load_learning_config({})
-    assert cfg == LearningConfig()
+    assert cfg.risk == RiskConfig()
+    assert cfg.regime.enabled and cfg.regime.detector.timeframe == "1h"
+    assert cfg.meta.force_learner is None and cfg.bandit.params.discount == 0.97
     assert cfg.risk.max_position_pct == 0.20
     assert cfg.risk.max_daily_loss_pct == 0.02
     assert cfg.risk.max_drawdown_pct == 0.15
@@ -61,3 +63,16 @@ def test_reference_rows_cover_every_leaf_key():
     assert "advanced_learning.risk.max_drawdown_pct" in keys
     assert "advanced_learning.pyramiding.trim_fraction" in keys
     assert all(row[2] for row in reference_rows()), "every key documents itself"
+
+
+def test_nested_tier_sections_are_parsed_by_their_own_config_classes():
+    cfg = load_learning_config({"advanced_learning": {
+        "meta": {"force_learner": "Balanced"}, "regime": {"enabled": False},
+        "bandit": {"params": {"discount": 0.9}}, "router": {"params": {"floor_trades": 5}}}})
+    assert cfg.meta.force_learner == "Balanced"
+    assert not cfg.regime.enabled and cfg.regime.detector.fit_window == 336
+    assert cfg.bandit.params.discount == 0.9 and cfg.router.params.floor_trades == 5
+    with pytest.raises(ConfigError, match="fit_windowx"):
+        load_learning_config({"advanced_learning": {"regime": {"detector": {"fit_windowx": 3}}}})
+    with pytest.raises(ConfigError, match="force_learner"):
+        load_learning_config({"advanced_learning": {"meta": {"force_learner": "Nobody"}}})

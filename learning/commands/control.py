@@ -7,12 +7,15 @@ import argparse
 import json
 from datetime import UTC, datetime
 
+from learning.brain import SCHEMA_VERSION as BRAIN_SCHEMA
+from learning.brain import Brain
 from learning.config import load_learning_config
 from learning.control import halt, read_control, resume
 from learning.ftconfig import load_ft_config, runmode_of, store_for
 from learning.risk import SCHEMA_VERSION as RISK_SCHEMA
 from learning.risk import RiskGuard, RiskState
 from learning.strategy import RISK_STATE_NAME
+from learning.strategy_brain import BRAIN_STATE_NAME
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -27,6 +30,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _common(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_status)
+
+    p = subparsers.add_parser("stats", help="what each learning tier has learned")
+    _common(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_stats)
+
+    p = subparsers.add_parser("report", help="HTML page with plots of the learned state")
+    _common(p)
+    p.add_argument("--datadir", type=str, default=None,
+                   help="candle folder for the regime timeline (default: $ADVL_DATA_DIR)")
+    p.add_argument("--backtest", type=str, default=None,
+                   help="a freqtrade backtest result (file or folder) to summarise")
+    p.add_argument("--out", type=str, default="user_data/learning/report",
+                   help="output folder (default: %(default)s)")
+    p.set_defaults(func=cmd_report)
 
     p = subparsers.add_parser("halt", help="stop new entries and adds of a running bot")
     _common(p)
@@ -47,15 +65,24 @@ def _context(args: argparse.Namespace):
     return ft, cfg, runmode, store_for(ft, runmode, cfg)
 
 
+def load_brain(cfg, store) -> Brain | None:
+    data = store.load_json(BRAIN_STATE_NAME, schema=BRAIN_SCHEMA)
+    return Brain(cfg, data) if data else None
+
+
 def status_dict(args: argparse.Namespace) -> dict:
     _, cfg, runmode, store = _context(args)
     data = store.load_json(RISK_STATE_NAME, schema=RISK_SCHEMA)
     guard = RiskGuard(cfg.risk, RiskState.from_state(data) if data else None)
     control = read_control(store)
+    brain = load_brain(cfg, store)
+    risk = guard.status(datetime.now(UTC))
+    breakers = brain.report(risk["drawdown"])["circuit_breakers"] if brain else None
     return {
+        "circuit_breakers": breakers,
         "identifier": cfg.identifier, "runmode": runmode, "state_dir": str(store.root),
         "state_found": data is not None,
-        "risk": guard.status(datetime.now(UTC)),
+        "risk": risk,
         "control": {"halted": control.halted, "reason": control.reason,
                     "reset_token": control.reset_token, "updated_at": control.updated_at},
     }
@@ -94,9 +121,139 @@ def cmd_status(args: argparse.Namespace) -> int:
     ]
     for row in rows:
         table.add_row(*row)
+    b = info["circuit_breakers"]
+    if b:
+        sharpe = "-" if b["rolling_sharpe"] is None else f"{b['rolling_sharpe']:.2f}"
+        table.add_row("learning paused", f"{'YES' if b['learning_paused'] else 'no'} (Sharpe of "
+                      f"last {b['breaker_trades']} trades: {sharpe})")
+        table.add_row("rule-based fallback", f"{'YES' if b['fallback'] else 'no'} (drawdown "
+                      f"above {_pct(b['fallback_drawdown'])})")
     Console().print(table)
     for ev in r["recent_events"]:
         print(f"  {ev['time']}  {ev['kind']}: {ev['detail']}")
+    return 0
+
+
+def stats_dict(args: argparse.Namespace) -> dict:
+    _, cfg, runmode, store = _context(args)
+    brain = load_brain(cfg, store)
+    if brain is None:
+        return {"identifier": cfg.identifier, "runmode": runmode, "state_found": False,
+                "state_dir": str(store.root)}
+    risk = store.load_json(RISK_STATE_NAME, schema=RISK_SCHEMA)
+    dd = RiskGuard(cfg.risk, RiskState.from_state(risk)).status()["drawdown"] if risk else None
+    decisions = brain.recent_decisions()
+    timeline = _regime_timeline(decisions)
+    return {"identifier": cfg.identifier, "runmode": runmode, "state_found": True,
+            "state_dir": str(store.root), **brain.report(dd), "regime_timeline": timeline}
+
+
+def _regime_timeline(decisions: list[dict]) -> dict:
+    """Regime transitions seen by the recorded decisions (time-ordered)."""
+    segments: list[dict] = []
+    for d in decisions:
+        if segments and segments[-1]["regime"] == d["regime"]:
+            segments[-1]["end"] = d["time"]
+            segments[-1]["decisions"] += 1
+        else:
+            segments.append({"regime": d["regime"], "start": d["time"], "end": d["time"],
+                             "decisions": 1})
+    transitions: dict[str, int] = {}
+    for a, b in zip(segments, segments[1:]):
+        key = f"{a['regime']} -> {b['regime']}"
+        transitions[key] = transitions.get(key, 0) + 1
+    return {"segments": segments[-50:], "transitions": transitions}
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    info = stats_dict(args)
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    if not info["state_found"]:
+        print(f"no learned state yet in {info['state_dir']}")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    b = info["circuit_breakers"]
+    console.print(f"[bold]AdvancedLearning {info['identifier']} / {info['runmode']}[/bold]: "
+                  f"{info['closed_trades']} closed trades ({info['unattributed_trades']} "
+                  f"unattributed); learning paused: {b['learning_paused']}; fallback: "
+                  f"{b['fallback']}")
+    for learner, regimes in info["weights"].items():
+        table = Table(title=f"Tier 1 weights of {learner} (mean, 90% interval)")
+        table.add_column("regime")
+        comps = sorted({c for r in regimes.values() for c in r})
+        for c in comps:
+            table.add_column(c)
+        for regime, per in sorted(regimes.items()):
+            table.add_row(regime, *[f"{per[c][1]:.2f} [{per[c][0]:.2f}, {per[c][2]:.2f}]"
+                                    if c in per else "-" for c in comps])
+        console.print(table)
+    table = Table(title="Tier 4 learners")
+    for col in ("learner", "selections", "trades", "win rate", "mean return"):
+        table.add_column(col)
+    for name, rep in info["meta"].get("learners", {}).items():
+        table.add_row(name, str(rep.get("selections")), str(rep.get("trades")),
+                      _pct(rep.get("win_rate")), _pct(rep.get("mean_return")))
+    console.print(table)
+    table = Table(title="Tier 2 performance by regime (regime at entry)")
+    for col in ("regime", "trades", "win rate", "sum of profit ratios"):
+        table.add_column(col)
+    for regime, row in info["regime_performance"]["regimes"].items():
+        table.add_row(regime, str(row["trades"]), _pct(row["win_rate"]), f"{row['profit']:.4f}")
+    console.print(table)
+    tl = info["regime_timeline"]
+    console.print("Regime transitions seen at decisions: " + (", ".join(
+        f"{k}: {v}" for k, v in sorted(tl["transitions"].items())) or "none"))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from learning.data import default_data_dir, load_candles
+    from learning.errors import StateError
+    from learning.regime import RegimeDetector, regime_features
+    from learning.report import write_report
+
+    ft, cfg, runmode, store = _context(args)
+    info = stats_dict(args)
+    if not info["state_found"]:
+        raise StateError(f"no learned state in {info['state_dir']}: run a backtest or the bot "
+                         "first")
+    brain = load_brain(cfg, store)
+    decisions, outcomes = brain.recent_decisions(), brain.to_state()["brain"]["outcomes"]
+    times = [d["time"] for d in decisions] + [o["time"] for o in outcomes]
+    btc = regimes = None
+    datadir = Path(args.datadir) if args.datadir else default_data_dir()
+    det = cfg.regime.detector
+    if datadir and times:
+        lo = pd.Timestamp(min(times)) - pd.Timedelta(hours=det.fit_window + det.warmup_candles)
+        hi = pd.Timestamp(max(times))
+        frames = {}
+        for pair in ft["exchange"]["pair_whitelist"]:
+            df = load_candles(datadir, pair, det.timeframe)
+            frames[pair] = df[(df["date"] >= lo) & (df["date"] <= hi)].reset_index(drop=True)
+        btc = frames.pop(cfg.regime.btc_pair, None)
+        if btc is not None:
+            regimes = RegimeDetector(det).detect(regime_features(btc, frames, det))
+    backtest = None
+    if args.backtest:
+        from freqtrade.data.btanalysis import load_backtest_stats
+
+        raw = load_backtest_stats(Path(args.backtest))
+        backtest = {name: {k: s.get(k) for k in ("total_trades", "profit_total",
+                                                  "max_drawdown_account", "winrate",
+                                                  "profit_factor", "sharpe",
+                                                  "backtest_start", "backtest_end")}
+                    for name, s in raw["strategy"].items()}
+    page = write_report(Path(args.out), info, decisions, outcomes, btc, regimes, backtest)
+    print(f"report written to {page}")
     return 0
 
 
