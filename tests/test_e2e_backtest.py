@@ -9,6 +9,8 @@ import json
 import pandas as pd
 import pytest
 
+from learning.brain import Brain
+from learning.config import load_learning_config
 from learning.localrun import freqtrade_backtest, local_exchange
 from tests.conftest import ROOT
 from tests.ledger import equity_before, equity_curve, fills_from_trades, stake_after_entries
@@ -62,7 +64,7 @@ def daily_breaches(curve: pd.Series, limit: float) -> dict:
     out = {}
     for day, part in curve.groupby(curve.index.floor("D")):
         opening = part.iloc[0]
-        hit = part[part <= opening * (1 - limit - 0.001)]
+        hit = part[part <= opening * (1 - limit - 0.0001)]
         if len(hit):
             out[day] = hit.index[0]
     return out
@@ -78,14 +80,23 @@ def test_backtest_with_default_limits_trades_within_the_position_cap(exchange, r
     assert ((peak - curve) / peak).max() < 0.15 + 0.02
     stats = run.stats("AdvancedLearning")
     assert stats["total_trades"] == len(trades)
-    # The guard's state was written under the backtest namespace only.
-    assert (user_dir / "learning/default/backtest/risk.json").exists()
+    # The guard's and the brain's state were written under the backtest namespace only, and
+    # the learned state reloads: every closed trade reached the tiers.
+    state_dir = user_dir / "learning/default/backtest"
+    assert (state_dir / "risk.json").exists()
     assert not (user_dir / "learning/default/dry_run").exists()
+    data = json.loads((state_dir / "brain.json").read_text())["data"]
+    brain = Brain(load_learning_config(json.loads((ROOT / "config.json").read_text())), data)
+    assert brain.state.closed_trades == len(trades)
+    assert sum(r["trades"] for r in brain.report()["regime_performance"]["regimes"].values()) \
+        == len(trades)
+    decisions = brain.recent_decisions()
+    assert decisions and {"regime", "learner", "weights", "scores", "overall"} <= set(decisions[0])
 
 
 def test_backtest_with_tight_daily_limit_never_enters_after_a_breach(exchange, real_data_dir,
                                                                     tmp_path):
-    limit = 0.004
+    limit = 0.0015
     _, trades, curve, _ = run_backtest(exchange, real_data_dir, tmp_path, {
         "risk": {"max_daily_loss_pct": limit, "max_drawdown_pct": 0.9},
         "pyramiding": {"add_min_profit": 0.002}})

@@ -16,13 +16,25 @@ from pathlib import Path
 import pytest
 import requests
 
+from learning.brain import Brain
 from learning.cli import main as ftlearn
+from learning.config import load_learning_config
 from learning.localrun import freqtrade_command, local_exchange
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
 AUTH = ("tester", "tester-password")
+
+
+def ftlearn_json(argv: list[str]) -> dict:
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert ftlearn(argv) == 0
+    return json.loads(buf.getvalue())
 
 
 def free_port() -> int:
@@ -158,6 +170,19 @@ def test_dry_run_trades_adjusts_halts_and_resumes_after_restart(bot):
     assert not [t for t in bot.get("status") if t["pair"] == "ETH/USDT"], resp.text
     assert ftlearn(["resume", *sum((["-c", c] for c in bot.configs_for_cli), [])]) == 0
 
+    # A second trade that closes: its outcome reaches every tier and is saved at once.
+    resp = bot.post("forceenter", {"pair": "SOL/USDT"})
+    assert resp.status_code == 200, resp.text
+    sol = bot.wait_for(lambda: [t for t in bot.get("status") if t["pair"] == "SOL/USDT"
+                                and not t["has_open_orders"] and t["amount"] > 0],
+                       90, "the SOL entry to fill")[0]
+    resp = bot.post("forceexit", {"tradeid": str(sol["trade_id"])})
+    assert resp.status_code == 200, resp.text
+    brain_file = bot.user_dir / "learning/default/dry_run/brain.json"
+    bot.wait_for(lambda: brain_file.exists() and json.loads(brain_file.read_text())["data"]
+                 ["brain"]["closed_trades"] == 1, 90, "the closed trade to reach the brain")
+    learned = json.loads(brain_file.read_text())["data"]
+
     risk_file = bot.user_dir / "learning/default/dry_run/risk.json"
     bot.wait_for(lambda: risk_file.exists(), 90, "the risk state to be saved")
     bot.stop()
@@ -166,10 +191,17 @@ def test_dry_run_trades_adjusts_halts_and_resumes_after_restart(bot):
 
     bot.start()
     status = bot.wait_for(lambda: bot.get("status"), 60, "the open trade after restart")
-    assert [t["trade_id"] for t in status] == [trade["trade_id"]]
+    assert [t["trade_id"] for t in status] == [trade["trade_id"]], "the closed SOL trade is gone"
     assert status[0]["nr_of_successful_entries"] == adjusted["nr_of_successful_entries"]
     bot.wait_for(lambda: "risk state restored" in bot.log.read_text(), 30,
                  "the risk state to be restored")
+    bot.wait_for(lambda: "learned state restored" in bot.log.read_text(), 30,
+                 "the learned state to be restored")
+    # The learned weights survived the restart: the saved posteriors are the ones reloaded.
+    stats = ftlearn_json(["stats", "--json", *sum((["-c", c] for c in bot.configs_for_cli), [])])
+    assert stats["closed_trades"] == 1
+    before = Brain(load_learning_config(json.loads((ROOT / "config.json").read_text())), learned)
+    assert stats["weights"] == json.loads(json.dumps(before.report()["weights"]))
     restored = json.loads(risk_file.read_text())["data"]
     assert restored["peak_equity"] >= saved["peak_equity"]
     assert restored["reset_token_applied"] == saved["reset_token_applied"]
