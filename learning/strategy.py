@@ -23,7 +23,7 @@ import math
 import os
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -153,6 +153,7 @@ class AdvancedLearningStrategy(BrainHooks, FreqAIHooks, IStrategy):
                             self.store.root, self.guard.state.peak_equity)
         # A backtest starts from a clean guard: it never loads state of a live run.
         self._load_brain(self._backtest_start())
+        self._init_router(self._backtest_start() or datetime.now(UTC))
         if self._persist:
             atexit.register(self._save_state, force=True)
 
@@ -272,6 +273,7 @@ class AdvancedLearningStrategy(BrainHooks, FreqAIHooks, IStrategy):
                           "score_sentiment"]].max(axis=1, skipna=True)
         cond = dataframe["data_ok"] & (best > self.entry_threshold.value)
         dataframe.loc[cond, ["enter_long", "enter_tag"]] = (1, "candidate")
+        self.tag_live_candidate(dataframe, metadata["pair"])
         return dataframe
 
     def populate_exit_trend(self, dataframe: pd.DataFrame, metadata: dict) -> pd.DataFrame:

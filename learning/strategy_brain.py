@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,67 @@ class BrainHooks:
         self._pending: dict[str, dict[str, Any]] = {}
         self._trade_learner: dict[int, str] = {}
         self._brain_dirty = False
+        self.router = None
+        self._policy_types: dict[str, str] = {}
+        self._preselected: dict[str, tuple[pd.Timestamp, str]] = {}
+
+    def _init_router(self, now: datetime) -> None:
+        """Open the policy router (``router.enabled``). Dry/live share the registry the CLI
+        manages; a backtest works on a fresh copy of its active policies in the run's state
+        folder, so it never reads live outcomes nor writes into the live database."""
+        settings = self.learning.router
+        if not settings.enabled:
+            return
+        from learning.policy import Router, default_db_path
+
+        main = Path(settings.db) if settings.db else default_db_path(
+            self.config.get("user_data_dir", "user_data"))
+        try:
+            if self._live:
+                self.router = Router(main, settings.params, fallback="rule")
+            else:
+                db = self.store.root / "policy_bandit.db"
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{db}{suffix}").unlink(missing_ok=True)
+                self.router = Router(db, settings.params, fallback="rule")
+                source = Router(main, settings.params, create=False).policies() \
+                    if main.exists() else []
+                for p in sorted((p for p in source if p.status == "active"),
+                                key=lambda p: (not p.champion, p.created)):
+                    self.router.register(p.name, p.type, p.checkpoint, now)
+            if not [p for p in self.router.policies() if p.status == "active"]:
+                self.store.root.mkdir(parents=True, exist_ok=True)
+                self.router.register("rule", "rule", None, now)
+                self.router.register("brain", "meta", self.store.root, now)
+            self._policy_types = {p.name: p.type for p in self.router.policies()}
+            logger.info("AdvancedLearning: policy router on %s (%s)", self.router.db.path,
+                        ", ".join(f"{n}:{t}" for n, t in self._policy_types.items()))
+        except Exception as err:  # start-up: say what is wrong, trade without the router
+            logger.error("AdvancedLearning: policy router unavailable (%s); every entry uses "
+                         "the learned brain", err)
+            self.router = None
+
+    def select_policy(self, pair: str, now: datetime) -> str:
+        if self.router is None:
+            return ""
+        pre = self._preselected.pop(pair, None)
+        if pre is not None and pre[0] == pd.Timestamp(now).floor(self.timeframe_to_td()):
+            return pre[1]
+        name = self.router.select(self.brain.rng, now)
+        if name not in self._policy_types:
+            self._policy_types = {p.name: p.type for p in self.router.policies()}
+        return name
+
+    def tag_live_candidate(self, dataframe: pd.DataFrame, pair: str) -> None:
+        """Live: choose the policy for the newest candidate now, so the entry tag shows it."""
+        if self.router is None or not self._live or dataframe.empty:
+            return
+        last = dataframe.index[-1]
+        if dataframe.at[last, "enter_long"] == 1:
+            date = pd.Timestamp(dataframe.at[last, "date"]) + self.timeframe_to_td()
+            name = self.router.select(self.brain.rng, date.to_pydatetime())
+            self._preselected[pair] = (date, name)
+            dataframe.at[last, "enter_tag"] = f"policy:{name}"
 
     def _load_brain(self, backtest_start: datetime | None) -> None:
         """Restore learned state: dry/live from their own folder; a backtest only with
@@ -173,8 +235,11 @@ class BrainHooks:
         scores, regime, conf = found
         s = self.guard.state
         dd = 1 - s.last_equity / s.peak_equity if s.last_equity and s.peak_equity else None
+        policy = self.select_policy(pair, now)
+        rule = self._policy_types.get(policy) == "rule" if policy else False
         decision = self.brain.decide(now, pair, scores, regime, conf, dd,
-                                     self.entry_threshold.value)
+                                     self.entry_threshold.value, policy=policy,
+                                     force_fallback=rule)
         self._brain_dirty = True
         if entry_tag == "force_entry":
             # A user's forced entry is the user's decision; the guard still sizes it.
@@ -195,14 +260,19 @@ class BrainHooks:
             return
         if trade.is_open:  # backtesting: called just before the trade is closed
             profit = float(trade.calc_profit_ratio(order.safe_price))
+            profit_abs = float(trade.realized_profit or 0.0) + float(
+                trade.calc_profit(order.safe_price))
         else:
             profit = float(trade.close_profit or 0.0)
+            profit_abs = float(trade.close_profit_abs or 0.0)
         decision = trade.get_custom_data("decision")
         regime_now = REGIME_BY_ID.get(self.regime_now(now), Regime.UNKNOWN).value
         result = self.brain.record_close(now, trade.pair, decision, profit, regime_now)
         trade.set_custom_data("outcome", {"profit_ratio": round(profit, 6),
                                           "learning_paused": result.get("learning_paused")})
         self._trade_learner.pop(trade.id, None)
+        if self.router is not None and decision and decision.get("policy"):
+            self.router.record_outcome(decision["policy"], trade.id, profit, profit_abs, now)
         self._brain_dirty = True
         if self._live:
             self._save_brain(now)
