@@ -253,6 +253,16 @@ def load_learning_config(ft_config: Mapping[str, Any]) -> LearningConfig:
     return parse_section(LearningConfig, ft_config.get(SECTION), SECTION)
 
 
+def _format_default(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
+        return ", ".join(getattr(v, "name", type(v).__name__) for v in value)
+    return str(value)
+
+
 def reference_rows(cls: type = LearningConfig, prefix: str = SECTION,
                    instance: Any = None) -> list[tuple[str, str, str]]:
     """(key, default, help) rows for the README's configuration reference."""
@@ -276,6 +286,5 @@ def reference_rows(cls: type = LearningConfig, prefix: str = SECTION,
         if f.metadata.get("choices"):
             extra.append("one of " + ", ".join(f.metadata["choices"]))
         help_ = f.metadata.get("help", "") + (f" ({'; '.join(extra)})" if extra else "")
-        rows.append((key, repr(default) if isinstance(default, str) else str(default).lower()
-                     if isinstance(default, bool) else str(default), help_))
+        rows.append((key, _format_default(default), help_))
     return rows

@@ -76,3 +76,13 @@ def test_nested_tier_sections_are_parsed_by_their_own_config_classes():
         load_learning_config({"advanced_learning": {"regime": {"detector": {"fit_windowx": 3}}}})
     with pytest.raises(ConfigError, match="force_learner"):
         load_learning_config({"advanced_learning": {"meta": {"force_learner": "Nobody"}}})
+
+
+def test_readme_configuration_reference_matches_the_code():
+    from learning.commands.control import config_reference_markdown
+
+    text = (ROOT / "README.md").read_text()
+    start = text.index("<!-- config-reference:start")
+    body = text[text.index("\n", start) + 1:text.index("<!-- config-reference:end -->")]
+    assert body.strip() == config_reference_markdown().strip(), \
+        "regenerate the table with `ftlearn config-reference`"

@@ -46,6 +46,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="output folder (default: %(default)s)")
     p.set_defaults(func=cmd_report)
 
+    p = subparsers.add_parser("config-reference",
+                              help="print the advanced_learning keys as a markdown table")
+    p.set_defaults(func=cmd_config_reference)
+
     p = subparsers.add_parser("halt", help="stop new entries and adds of a running bot")
     _common(p)
     p.add_argument("--reason", default="manual halt", help="shown in status and logs")
@@ -254,6 +258,20 @@ def cmd_report(args: argparse.Namespace) -> int:
                     for name, s in raw["strategy"].items()}
     page = write_report(Path(args.out), info, decisions, outcomes, btc, regimes, backtest)
     print(f"report written to {page}")
+    return 0
+
+
+def config_reference_markdown() -> str:
+    from learning.config import reference_rows
+
+    lines = ["| key | default | meaning |", "| --- | --- | --- |"]
+    for key, default, help_ in reference_rows():
+        lines.append(f"| `{key}` | `{default}` | {help_.replace('|', '/')} |")
+    return "\n".join(lines)
+
+
+def cmd_config_reference(args: argparse.Namespace) -> int:
+    print(config_reference_markdown())
     return 0
 
 
