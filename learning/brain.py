@@ -189,6 +189,9 @@ class Brain:
     def recent_decisions(self) -> list[dict[str, Any]]:
         return list(self._decisions)
 
+    def recent_outcomes(self) -> list[dict[str, Any]]:
+        return list(self._outcomes)
+
     def report(self, drawdown: float | None = None) -> dict[str, Any]:
         weights: dict[str, Any] = {}
         for name in self.meta.learner_names:

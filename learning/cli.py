@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "learning.commands.exchange",
     "learning.commands.data",
     "learning.commands.control",
+    "learning.commands.agents",
     "learning.commands.demo",
     "learning.commands.policy",
     "learning.commands.encoder",

@@ -17,6 +17,7 @@ series are aligned with a backward as-of join, so the value at t reads candles <
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -89,3 +90,27 @@ def sentiment_score(btc: pd.DataFrame, funding: pd.DataFrame | None = None, *,
 def _aligned_value(dates: pd.Series, frame: pd.DataFrame, column: str) -> pd.Series:
     renamed = frame.rename(columns={column: "close"})
     return align_close(dates, renamed)
+
+
+def pair_features(df: pd.DataFrame, timeframe: str, trend_days: float = 3.0,
+                  vol_days: float = 3.0, high_days: float = 7.0) -> pd.DataFrame:
+    """Causal per-candle ``trend`` (log return over ``trend_days`` / (daily vol √days)), ``vol``
+    (daily volatility from ``vol_days`` of log returns) and ``drawdown`` (1 - close / the highest
+    high of ``high_days``). Row t uses candles <= t only."""
+    per_day = 1440.0 / _tf_minutes(timeframe)
+    close = pd.Series(df["close"].to_numpy(dtype=float))
+    high = pd.Series(df["high"].to_numpy(dtype=float))
+    logc = np.log(close.where(close > 0))
+    wv = max(2, round(vol_days * per_day))
+    vol = logc.diff().rolling(wv, min_periods=max(2, wv // 2)).std() * math.sqrt(per_day)
+    wt = max(1, round(trend_days * per_day))
+    trend = (logc - logc.shift(wt)) / (vol * math.sqrt(wt / per_day))
+    hh = high.rolling(max(1, round(high_days * per_day)), min_periods=1).max()
+    return pd.DataFrame({"trend": trend.to_numpy(), "vol": vol.to_numpy(),
+                         "drawdown": (1.0 - close / hh).to_numpy()})
+
+
+def _tf_minutes(timeframe: str) -> int:
+    from learning.data import timeframe_to_minutes
+
+    return timeframe_to_minutes(timeframe)

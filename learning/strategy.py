@@ -32,14 +32,17 @@ from freqtrade.exceptions import OperationalException
 from freqtrade.persistence import LocalTrade, Order, Trade
 from freqtrade.strategy import DecimalParameter, IStrategy
 
+from learning.components import pair_features
 from learning.config import LearningConfig, load_learning_config
 from learning.control import CONTROL_NAME, read_control
 from learning.errors import ConfigError
+from learning.regime import PROB_COLUMNS
 from learning.risk import SCHEMA_VERSION as RISK_SCHEMA
 from learning.risk import RiskGuard, RiskState
 from learning.store import StateStore, runmode_namespace, state_root
 from learning.strategy_brain import CRISIS_ID, BrainHooks, _minutes
 from learning.strategy_freqai import FreqAIHooks
+from learning.strategy_sizing import SizingHooks
 from learning.technical import WARMUP_CANDLES, add_technical
 
 logger = logging.getLogger(__name__)
@@ -63,6 +66,10 @@ class _PairSeries:
     sentiment: np.ndarray
     regime_id: np.ndarray
     regime_conf: np.ndarray
+    regime_probs: np.ndarray  # (N, 5) in PROB_COLUMNS order
+    trend: np.ndarray  # trade-parameter agent inputs (learning.ppo_sim.pair_features)
+    vol: np.ndarray
+    drawdown: np.ndarray
     _last_now: datetime | None = None
     _last_i: int = -1
 
@@ -75,7 +82,7 @@ class _PairSeries:
         return self._last_i
 
 
-class AdvancedLearningStrategy(BrainHooks, FreqAIHooks, IStrategy):
+class AdvancedLearningStrategy(SizingHooks, BrainHooks, FreqAIHooks, IStrategy):
     """Rule-based core of AdvancedLearning; the learning tiers plug into it."""
 
     INTERFACE_VERSION = 3
@@ -93,6 +100,7 @@ class AdvancedLearningStrategy(BrainHooks, FreqAIHooks, IStrategy):
     use_custom_stoploss = True
     position_adjustment_enable = True
     max_entry_position_adjustment = 2
+    _prob_columns = PROB_COLUMNS
 
     entry_threshold = DecimalParameter(0.10, 0.60, default=0.30, decimals=2, space="buy",
                                        optimize=True)
@@ -154,6 +162,7 @@ class AdvancedLearningStrategy(BrainHooks, FreqAIHooks, IStrategy):
         # A backtest starts from a clean guard: it never loads state of a live run.
         self._load_brain(self._backtest_start())
         self._init_router(self._backtest_start() or datetime.now(UTC))
+        self._init_sizing(self._backtest_start())
         if self._persist:
             atexit.register(self._save_state, force=True)
 
@@ -176,6 +185,7 @@ class AdvancedLearningStrategy(BrainHooks, FreqAIHooks, IStrategy):
     def _save_state(self, force: bool = False, now: datetime | None = None) -> None:
         if self._persist and (self._brain_dirty or force):
             self._save_brain(now or self._equity_time)
+            self._save_agents(now or self._equity_time)
         if not self._persist or not (self._dirty or force):
             return
         try:
@@ -202,6 +212,7 @@ class AdvancedLearningStrategy(BrainHooks, FreqAIHooks, IStrategy):
                            "zero volume or inconsistent prices; no entries on them", pair, bad)
         step = pd.Timedelta(self.timeframe_to_td())
         dates = pd.to_datetime(dataframe["date"], utc=True)
+        feats = pair_features(dataframe, self.timeframe)
         self._series[pair] = _PairSeries(
             # as_unit: pandas keeps the file's resolution (ms for feather); compare in ns.
             close_ns=(dates + step).dt.as_unit("ns").astype("int64").to_numpy(),
@@ -213,6 +224,9 @@ class AdvancedLearningStrategy(BrainHooks, FreqAIHooks, IStrategy):
             sentiment=dataframe["score_sentiment"].to_numpy(dtype="float64"),
             regime_id=dataframe["regime_id"].to_numpy(dtype="int64"),
             regime_conf=dataframe["regime_confidence"].to_numpy(dtype="float64"),
+            regime_probs=dataframe[list(self._prob_columns)].to_numpy(dtype="float64"),
+            trend=feats["trend"].to_numpy(), vol=feats["vol"].to_numpy(),
+            drawdown=feats["drawdown"].to_numpy(),
         )
         self._add_guard_columns(dataframe, dates)
         self._add_decision_columns(dataframe, dates, pair)
@@ -423,8 +437,14 @@ class AdvancedLearningStrategy(BrainHooks, FreqAIHooks, IStrategy):
         if decision is None or not decision.take:
             return 0.0
         share = decision.stake_share if decision.mode == "learned" else 1.0
-        desired = min(proposed_stake,
-                      self.guard.max_stake(equity) * self.initial_stake_share() * share)
+        allowance = self.guard.max_stake(equity) * self.initial_stake_share() * share
+        desired = min(proposed_stake, allowance)
+        if decision.mode == "learned" and self.agents is not None:
+            params = self.size_with_agent(pair, current_time, equity, allowance,
+                                          decision.learner, decision.scores)
+            if params is not None:
+                desired = min(proposed_stake, params["stake"])
+                self._pending_sizing[pair] = params
         verdict = self.guard.check_stake(current_time, equity, desired, min_stake=min_stake,
                                          crisis=self.crisis(current_time))
         if not verdict:
@@ -493,11 +513,15 @@ class AdvancedLearningStrategy(BrainHooks, FreqAIHooks, IStrategy):
 
     def custom_exit(self, pair: str, trade: Trade, current_time: datetime, current_rate: float,
                     current_profit: float, **kwargs: Any) -> str | None:
-        return self.guard.exit_reason(current_time, self.crisis(current_time))
+        return self.guard.exit_reason(current_time, self.crisis(current_time)) or \
+            self.agent_exit(trade, current_time, current_profit)
 
     def custom_stoploss(self, pair: str, trade: Trade, current_time: datetime,
                         current_rate: float, current_profit: float, after_fill: bool,
                         **kwargs: Any) -> float | None:
+        agent_stop = self.agent_stoploss(trade, current_profit)
+        if agent_stop is not None:
+            return agent_stop
         series = self._series.get(pair)
         i = series.last_closed(current_time) if series else -1
         atr_pct = series.atr_pct[i] if i >= 0 else float("nan")

@@ -39,6 +39,7 @@ class BrainHooks:
         self._context_key: tuple | None = None
         self._context: pd.DataFrame | None = None
         self._pending: dict[str, dict[str, Any]] = {}
+        self._pending_sizing: dict[str, dict[str, Any]] = {}
         self._trade_learner: dict[int, str] = {}
         self._brain_dirty = False
         self.router = None
@@ -249,6 +250,10 @@ class BrainHooks:
 
     def record_entry_fill(self, trade: Any, now: datetime) -> None:
         decision = self._pending.pop(trade.pair, None)
+        sizing = self._pending_sizing.pop(trade.pair, None)
+        if sizing is not None:
+            trade.set_custom_data("sizing", sizing)
+            self._trade_params[trade.id] = sizing
         if decision is None:
             return
         trade.set_custom_data("decision", decision)
@@ -271,11 +276,13 @@ class BrainHooks:
         trade.set_custom_data("outcome", {"profit_ratio": round(profit, 6),
                                           "learning_paused": result.get("learning_paused")})
         self._trade_learner.pop(trade.id, None)
+        self.agent_learn(trade, profit, now)
         if self.router is not None and decision and decision.get("policy"):
             self.router.record_outcome(decision["policy"], trade.id, profit, profit_abs, now)
         self._brain_dirty = True
         if self._live:
             self._save_brain(now)
+            self._save_agents(now)
 
     def learner_of(self, trade: Any) -> str | None:
         if trade.id not in self._trade_learner:

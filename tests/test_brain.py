@@ -87,7 +87,7 @@ def test_state_round_trip_reproduces_the_next_decisions():
                        0.01 if i % 3 else -0.01)
     b = Brain(a.config, json.loads(json.dumps(a.to_state())))
     later = T0 + timedelta(days=1)
-    for i in range(10):
+    for _ in range(10):
         da = a.decide(later, "SOL/USDT", STRONG, "CHOPPY", 0.5, 0.0, 0.3)
         db = b.decide(later, "SOL/USDT", STRONG, "CHOPPY", 0.5, 0.0, 0.3)
         assert da == db

@@ -117,7 +117,7 @@ def test_backtest_with_tight_daily_limit_never_enters_after_a_breach(exchange, r
 
 def test_backtest_with_tight_drawdown_limit_flattens_and_halts(exchange, real_data_dir, tmp_path):
     limit = 0.02
-    _, trades, curve, _ = run_backtest(exchange, real_data_dir, tmp_path, {
+    _, trades, curve, user_dir = run_backtest(exchange, real_data_dir, tmp_path, {
         "risk": {"max_drawdown_pct": limit, "max_daily_loss_pct": 0.9}})
     peak = curve.cummax()
     dd = (peak - curve) / peak
@@ -128,4 +128,9 @@ def test_backtest_with_tight_drawdown_limit_flattens_and_halts(exchange, real_da
     assert not [f for f in fills if f.is_entry and f.time > when]
     assert trades["close_date"].max() <= when + STEP
     assert dd.max() < limit + 0.02, "flattened within a candle of the breach"
-    assert (trades["exit_reason"] == "risk_max_drawdown").any()
+    # The guard itself tripped (a position open at the breach would have been closed with
+    # exit reason risk_max_drawdown; the breach may also come from a trade's own exit).
+    risk = json.loads((user_dir / "learning/default/backtest/risk.json").read_text())["data"]
+    assert risk["drawdown_halt"] and any(e["kind"] == "max_drawdown" for e in risk["events"])
+    open_at_breach = trades[(trades["open_date"] <= when) & (trades["close_date"] > when)]
+    assert (open_at_breach["exit_reason"] == "risk_max_drawdown").all()

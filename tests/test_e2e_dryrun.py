@@ -115,9 +115,13 @@ def bot(real_data_dir, tmp_path):
             "exchange": {"pair_whitelist": PAIRS},
             # Trades opened here should not close on the strategy's own exit signal mid-test.
             "use_exit_signal": False,
-            # Cross the spread so the test's orders fill at once.
+            # Market orders fill at once in dry-run (a resting limit order may wait while the
+            # replayed price moves away from it).
             "entry_pricing": {"price_side": "other"},
             "exit_pricing": {"price_side": "other"},
+            "order_types": {"entry": "market", "exit": "market", "emergency_exit": "market",
+                            "force_entry": "market", "force_exit": "market",
+                            "stoploss": "market", "stoploss_on_exchange": False},
             "api_server": {"enabled": True, "listen_ip_address": "127.0.0.1",
                            "listen_port": port, "username": AUTH[0], "password": AUTH[1],
                            "jwt_secret_key": "x" * 40},
