@@ -41,6 +41,7 @@ from learning.risk import SCHEMA_VERSION as RISK_SCHEMA
 from learning.risk import RiskGuard, RiskState
 from learning.store import StateStore, runmode_namespace, state_root
 from learning.strategy_brain import CRISIS_ID, BrainHooks, _minutes
+from learning.strategy_charts import ChartHooks
 from learning.strategy_freqai import FreqAIHooks
 from learning.strategy_sizing import SizingHooks
 from learning.technical import WARMUP_CANDLES, add_technical
@@ -48,9 +49,6 @@ from learning.technical import WARMUP_CANDLES, add_technical
 logger = logging.getLogger(__name__)
 
 RISK_STATE_NAME = "risk"
-#: Guard state codes charted in FreqUI (column ``guard_state``).
-GUARD_CODES = {"ok": 0, "manual_halt": 1, "daily_loss_halt": 2, "max_drawdown_halt": 3,
-               "crisis_cash_only": 4}
 
 
 @dataclass
@@ -82,7 +80,7 @@ class _PairSeries:
         return self._last_i
 
 
-class AdvancedLearningStrategy(SizingHooks, BrainHooks, FreqAIHooks, IStrategy):
+class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks, IStrategy):
     """Rule-based core of AdvancedLearning; the learning tiers plug into it."""
 
     INTERFACE_VERSION = 3
@@ -232,52 +230,10 @@ class AdvancedLearningStrategy(SizingHooks, BrainHooks, FreqAIHooks, IStrategy):
         self._add_decision_columns(dataframe, dates, pair)
         return dataframe
 
-    def _add_decision_columns(self, dataframe: pd.DataFrame, dates: pd.Series, pair: str) -> None:
-        """Overall score, threshold, learner and weights of the recorded decisions on this pair
-        at the candle they were taken on (NaN elsewhere; backtests fill them only afterwards, in
-        the report, because decisions happen inside the candle loop)."""
-        cols = ["brain_overall", "brain_threshold", "brain_learner",
-                *(f"w_{c}" for c in ("technical", "ai", "theme", "sentiment"))]
-        rows = [d for d in self.brain.recent_decisions() if d["pair"] == pair]
-        if not rows:
-            for c in cols:
-                dataframe[c] = np.nan
-            return
-        names = self.brain.meta.learner_names
-        hist = pd.DataFrame({
-            # A decision at time t used the candle that closed at t (opened at t - tf).
-            "date": pd.to_datetime([d["time"] for d in rows], utc=True) - self.timeframe_to_td(),
-            "brain_overall": [d["overall"] for d in rows],
-            "brain_threshold": [d["threshold"] for d in rows],
-            "brain_learner": [names.index(d["learner"]) + 1 if d["learner"] in names else 0
-                              for d in rows],
-            **{f"w_{c}": [d["weights"].get(c, 0.0) for d in rows]
-               for c in ("technical", "ai", "theme", "sentiment")},
-        }).drop_duplicates("date", keep="last")
-        hist["date"] = hist["date"].astype(dates.dtype)
-        merged = pd.DataFrame({"date": dates}).merge(hist, on="date", how="left")
-        for c in cols:
-            dataframe[c] = merged[c].to_numpy()
-
     def timeframe_to_td(self) -> timedelta:
         from freqtrade.exchange import timeframe_to_minutes
 
         return timedelta(minutes=timeframe_to_minutes(self.timeframe))
-
-    def _add_guard_columns(self, dataframe: pd.DataFrame, dates: pd.Series) -> None:
-        """Chart the guard history (live: per candle; backtests: empty, filled before the loop)."""
-        cols = ("guard_equity", "guard_drawdown", "guard_day_pnl", "guard_state")
-        if not self._guard_history:
-            for c in cols:
-                dataframe[c] = np.nan
-            return
-        hist = pd.DataFrame(list(self._guard_history), columns=("t", *cols))
-        # The snapshot taken at time t describes the candle that closed at t (opened at t - tf).
-        hist["date"] = pd.to_datetime(hist["t"], utc=True) - self.timeframe_to_td()
-        hist = hist.drop(columns="t").drop_duplicates("date", keep="last")
-        merged = pd.DataFrame({"date": dates}).merge(hist, on="date", how="left")
-        for c in cols:
-            dataframe[c] = merged[c].to_numpy()
 
     def populate_entry_trend(self, dataframe: pd.DataFrame, metadata: dict) -> pd.DataFrame:
         # A candidate only: the weighted score of any learner is a convex combination of the
@@ -406,20 +362,6 @@ class AdvancedLearningStrategy(SizingHooks, BrainHooks, FreqAIHooks, IStrategy):
         elif due and self._brain_dirty:
             self._save_brain(current_time)
 
-    def _record_guard(self, now: datetime, equity: float) -> None:
-        if not self._live:
-            return  # backtests chart nothing here: populate_indicators ran before the loop
-        s = self.guard.state
-        blocks = self.guard.blocks(now, self.crisis(now))
-        code = max((GUARD_CODES[b] for b in blocks), default=0)
-        dd = 1 - equity / s.peak_equity if s.peak_equity else 0.0
-        day = equity / s.day_open_equity - 1 if s.day_open_equity else 0.0
-        tf_ns = int(self.timeframe_to_td().total_seconds() * 1e9)
-        t = (pd.Timestamp(now).value // tf_ns) * tf_ns
-        if self._guard_history and self._guard_history[-1][0] == t:
-            self._guard_history.pop()
-        self._guard_history.append((t, equity, dd, day, code))
-
     # ------------------------------------------------------------------ entries
     def initial_stake_share(self) -> float:
         """Share of the position cap an initial entry takes, leaving room for the scale-ins."""
@@ -543,49 +485,3 @@ class AdvancedLearningStrategy(SizingHooks, BrainHooks, FreqAIHooks, IStrategy):
             self.record_exit_fill(trade, order, current_time)
 
     # ------------------------------------------------------------------ charts
-    @property
-    def plot_config(self) -> dict[str, Any]:
-        regime_colors = {"BULL_MOMENTUM": "#2ca02c", "BEAR_DEFENSIVE": "#d62728",
-                         "CHOPPY": "#7f7f7f", "CRISIS": "#000000", "THEME_DRIVEN": "#9467bd"}
-        return {
-            "main_plot": {"ema_fast": {"color": "#2f7ed8"}, "ema_slow": {"color": "#f45b5b"}},
-            "subplots": {
-                "Components": {"score_technical": {"color": "#8085e9"},
-                               "score_ai": {"color": "#f7a35c"},
-                               "score_theme": {"color": "#90ed7d"},
-                               "score_sentiment": {"color": "#e4d354"}},
-                "Decision": {"brain_overall": {"color": "#434348", "type": "scatter"},
-                             "brain_threshold": {"color": "#f15c80"},
-                             "brain_learner": {"color": "#2b908f", "type": "bar"}},
-                "Weights": {f"w_{c}": {"color": col} for c, col in (
-                    ("technical", "#8085e9"), ("ai", "#f7a35c"), ("theme", "#90ed7d"),
-                    ("sentiment", "#e4d354"))},
-                "Regime": {**{f"regime_prob_{r}": {"color": c}
-                              for r, c in regime_colors.items()},
-                           "regime_confidence": {"color": "#17becf"}},
-                "Equity drawdown": {"guard_drawdown": {"color": "#e4572e"},
-                                    "guard_day_pnl": {"color": "#17bebb"}},
-                "Risk guard": {"guard_state": {"color": "#000000", "type": "bar"}},
-            },
-        }
-
-    def plot_annotations(self, pair: str, start_date: datetime, end_date: datetime,
-                         dataframe: pd.DataFrame, **kwargs: Any) -> list[dict[str, Any]]:
-        """Shade each regime segment of the visible range (FreqUI draws these areas)."""
-        if dataframe is None or "regime" not in dataframe or dataframe.empty:
-            return []
-        colors = {"BULL_MOMENTUM": "rgba(44,160,44,0.10)", "BEAR_DEFENSIVE": "rgba(214,39,40,0.10)",
-                  "CHOPPY": "rgba(127,127,127,0.10)", "CRISIS": "rgba(0,0,0,0.25)",
-                  "THEME_DRIVEN": "rgba(148,103,189,0.12)"}
-        dates = pd.to_datetime(dataframe["date"], utc=True)
-        regime = dataframe["regime"].astype(str)
-        seg = (regime != regime.shift()).cumsum()
-        out = []
-        for _, idx in regime.groupby(seg).groups.items():
-            name = regime.loc[idx[0]]
-            if name not in colors:
-                continue
-            out.append({"type": "area", "start": dates.loc[idx[0]].to_pydatetime(),
-                        "end": (dates.loc[idx[-1]] + self.timeframe_to_td()).to_pydatetime(),
-                        "label": name, "color": colors[name]})
-        return out[-200:]
