@@ -58,7 +58,10 @@ class Decision:
     policy: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Not dataclasses.asdict: its recursive deep copy was most of a decision's cost.
+        out = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        out["weights"], out["scores"] = dict(self.weights), dict(self.scores)
+        return out
 
 
 @dataclass

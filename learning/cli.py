@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "learning.commands.demo",
     "learning.commands.policy",
     "learning.commands.encoder",
+    "learning.commands.bench",
 )
 
 

@@ -1,0 +1,346 @@
+"""Performance metrics of one backtest, as pure functions (no I/O, no freqtrade imports).
+
+Conventions (``ftlearn bench`` states them in its report):
+
+* **Equity** is marked to market at every candle close from the filled orders and the candles
+  (:func:`mark_to_market`), not from closed-trade PnL only: an open position's price moves count
+  on the day they happen. A fill at candle open ``t`` is in the mark at that candle's close
+  ``t + timeframe``. Fees are charged on every fill at the trade's fee rate.
+* **Daily equity** is the last mark of each UTC day (:func:`daily_equity`), preceded by the
+  starting wallet at the start of the range; **daily returns** are its simple returns.
+* **Sharpe** = mean / sample std (ddof 1) of daily returns × √365; **Sortino** = mean / downside
+  deviation × √365, the downside deviation being √(mean(min(r, 0)²)) over all days (target 0).
+  Crypto trades every day, hence 365; no risk-free rate (0).
+* **CAGR** = (final / start)^(365.25 / days) − 1 with ``days`` the calendar span of the curve;
+  **max drawdown** = max over t of 1 − equity_t / max_{s≤t} equity_s on the candle curve;
+  **Calmar** = CAGR / max drawdown.
+* **Profit factor** = gross profit / gross loss of closed trades (net of fees; inf without a
+  losing trade, NaN without trades); **win rate** = share of trades with a positive net profit;
+  **exposure** = share of candles during which any position was held.
+* **Sharpe interval**: circular block bootstrap over days (blocks of ⌈n^(1/3)⌉ days keep the
+  short-range autocorrelation of daily returns that an i.i.d. bootstrap would destroy),
+  percentile interval, seeded.
+* **Deflated Sharpe ratio** (Bailey & López de Prado 2014), see :func:`deflated_sharpe`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+PERIODS_PER_YEAR = 365
+EULER_GAMMA = 0.5772156649015329
+
+
+# ----------------------------------------------------------------------------------------------
+# Equity from fills and candles
+
+
+@dataclass(frozen=True)
+class Fill:
+    """One filled order: at candle open ``time`` (UTC), ``amount`` of ``pair`` at ``price``."""
+
+    pair: str
+    time: pd.Timestamp
+    is_entry: bool
+    amount: float
+    price: float
+    fee_rate: float
+
+
+def fills_from_trades(trades: pd.DataFrame, default_fee: float = 0.0) -> list[Fill]:
+    """Fills of freqtrade's exported trades (``orders`` column of ``load_backtest_data``).
+
+    Entries pay the trade's ``fee_open``, exits its ``fee_close`` (``default_fee`` where the
+    columns are missing)."""
+    out = []
+    for _, row in trades.iterrows():
+        fee_open = float(row.get("fee_open", default_fee) or 0.0)
+        fee_close = float(row.get("fee_close", default_fee) or 0.0)
+        for order in row["orders"]:
+            if not order.get("amount"):
+                continue
+            entry = bool(order["ft_is_entry"])
+            out.append(Fill(row["pair"],
+                            pd.Timestamp(order["order_filled_timestamp"], unit="ms", tz="UTC"),
+                            entry, float(order["amount"]), float(order["safe_price"]),
+                            fee_open if entry else fee_close))
+    return sorted(out, key=lambda f: (f.time, not f.is_entry))
+
+
+@dataclass(frozen=True)
+class Book:
+    """Marked-to-market account: equity and whether any position was held, per mark."""
+
+    equity: pd.Series  # index: start time, then every candle close time
+    in_market: pd.Series  # bool, same index (False at the start point)
+    fees: float
+
+
+def mark_to_market(fills: Sequence[Fill], closes: pd.DataFrame, start_equity: float,
+                   start: pd.Timestamp, step: pd.Timedelta) -> Book:
+    """Equity at ``start`` and at every close time in ``closes`` (index: candle close times,
+    one column per pair, gaps forward-filled). A fill at open ``t`` enters the mark at
+    ``t + step``; a fill stamped with the last close time (freqtrade's force exit at the end of
+    a backtest, priced at that close) enters the last mark; later fills are ignored."""
+    closes = closes.sort_index().ffill()
+    index = closes.index
+    n = len(index)
+    cash = np.zeros(n)
+    held = {p: np.zeros(n) for p in closes.columns}
+    fees = 0.0
+    for f in fills:
+        k = int(index.searchsorted(f.time + step))
+        if k >= n and f.time <= index[-1]:
+            k = n - 1  # freqtrade's force exit at the end fills at the last close time
+        if k >= n:
+            continue
+        value = f.amount * f.price
+        fee = value * f.fee_rate
+        fees += fee
+        cash[k] += -value - fee if f.is_entry else value - fee
+        held[f.pair][k] += f.amount if f.is_entry else -f.amount
+    cash = np.cumsum(cash)
+    value = np.zeros(n)
+    in_market = np.zeros(n, dtype=bool)
+    for pair, delta in held.items():
+        amount = np.cumsum(delta)
+        amount[np.abs(amount) < 1e-12] = 0.0
+        value += amount * np.nan_to_num(closes[pair].to_numpy(dtype="float64"))
+        in_market |= amount > 0
+    full_index = pd.DatetimeIndex([start]).append(index)
+    equity = pd.Series(np.concatenate([[start_equity], start_equity + cash + value]),
+                       index=full_index)
+    return Book(equity, pd.Series(np.concatenate([[False], in_market]), index=full_index), fees)
+
+
+def buy_and_hold(opens: Mapping[str, float], closes: pd.DataFrame, start_equity: float,
+                 fee: float, start: pd.Timestamp) -> tuple[Book, dict[str, float]]:
+    """Equal-weight buy-and-hold: the wallet split equally across pairs, bought at each pair's
+    first open (``opens``) paying ``fee``, marked at every close, sold at the last close paying
+    ``fee`` (the last mark is after that exit fee). Returns the book and each pair's net PnL."""
+    closes = closes.sort_index().ffill()
+    share = start_equity / len(opens)
+    amounts = {p: share / (1 + fee) / price for p, price in opens.items()}
+    value = sum(amounts[p] * closes[p].to_numpy(dtype="float64") for p in opens)
+    value = np.asarray(value, dtype="float64")
+    final = {p: amounts[p] * float(closes[p].iloc[-1]) for p in opens}
+    exit_fees = sum(v * fee for v in final.values())
+    value[-1] -= exit_fees
+    entry_fees = sum(amounts[p] * opens[p] * fee for p in opens)
+    full_index = pd.DatetimeIndex([start]).append(closes.index)
+    equity = pd.Series(np.concatenate([[start_equity], value]), index=full_index)
+    in_market = pd.Series(np.concatenate([[False], np.ones(len(closes), dtype=bool)]),
+                          index=full_index)
+    pnl = {p: final[p] * (1 - fee) - share for p in opens}
+    return Book(equity, in_market, entry_fees + exit_fees), pnl
+
+
+# ----------------------------------------------------------------------------------------------
+# Curve metrics
+
+
+def daily_equity(equity: pd.Series) -> pd.Series:
+    """The last mark of each UTC day, indexed by the day's end (next midnight); the first value
+    is the curve's first point (the starting wallet), so the first return covers day one."""
+    marks = equity.iloc[1:]
+    # A mark at exactly midnight closes the day before it.
+    ends = (marks.index - pd.Timedelta(1, "ns")).floor("D") + pd.Timedelta(days=1)
+    return pd.concat([equity.iloc[:1], marks.groupby(ends).last()])
+
+
+def daily_returns(equity: pd.Series) -> pd.Series:
+    return daily_equity(equity).pct_change().dropna()
+
+
+def total_return(equity: pd.Series) -> float:
+    return float(equity.iloc[-1] / equity.iloc[0] - 1.0)
+
+
+def cagr(equity: pd.Series) -> float:
+    days = (equity.index[-1] - equity.index[0]) / pd.Timedelta(days=1)
+    if days <= 0 or equity.iloc[-1] <= 0:
+        return float("nan") if days <= 0 else -1.0
+    return float((equity.iloc[-1] / equity.iloc[0]) ** (365.25 / days) - 1.0)
+
+
+def sharpe(returns: Sequence[float] | np.ndarray, periods: int = PERIODS_PER_YEAR) -> float:
+    """Annualized Sharpe ratio (risk-free 0); NaN with fewer than 2 returns or zero variance."""
+    r = np.asarray(returns, dtype="float64")
+    if len(r) < 2:
+        return float("nan")
+    sd = r.std(ddof=1)
+    return float(r.mean() / sd * math.sqrt(periods)) if sd > 0 else float("nan")
+
+
+def sortino(returns: Sequence[float] | np.ndarray, periods: int = PERIODS_PER_YEAR) -> float:
+    """Annualized Sortino ratio (target 0); inf without a losing period, NaN if empty."""
+    r = np.asarray(returns, dtype="float64")
+    if len(r) == 0:
+        return float("nan")
+    downside = math.sqrt(float(np.mean(np.minimum(r, 0.0) ** 2)))
+    if downside == 0:
+        return float("inf") if r.mean() > 0 else float("nan")
+    return float(r.mean() / downside * math.sqrt(periods))
+
+
+def drawdown(equity: pd.Series) -> pd.Series:
+    """Fractional drawdown from the running peak (0 at a new high)."""
+    return 1.0 - equity / equity.cummax()
+
+
+def max_drawdown(equity: pd.Series) -> float:
+    return float(drawdown(equity).max())
+
+
+def calmar(cagr_value: float, max_dd: float) -> float:
+    if not max_dd > 0:
+        return float("inf") if cagr_value > 0 else float("nan")
+    return float(cagr_value / max_dd)
+
+
+def profit_factor(pnl: Sequence[float] | np.ndarray) -> float:
+    p = np.asarray(pnl, dtype="float64")
+    if len(p) == 0:
+        return float("nan")
+    gain, loss = p[p > 0].sum(), -p[p < 0].sum()
+    if loss == 0:
+        return float("inf") if gain > 0 else float("nan")
+    return float(gain / loss)
+
+
+def win_rate(pnl: Sequence[float] | np.ndarray) -> float:
+    p = np.asarray(pnl, dtype="float64")
+    return float((p > 0).mean()) if len(p) else float("nan")
+
+
+def exposure(in_market: pd.Series) -> float:
+    """Share of candles with a position; the curve's first point (the start) is not a candle."""
+    held = np.asarray(in_market, dtype=bool)[1:]
+    return float(held.mean()) if len(held) else float("nan")
+
+
+# ----------------------------------------------------------------------------------------------
+# Uncertainty and multiple testing
+
+
+def block_bootstrap_sharpe(returns: Sequence[float] | np.ndarray, seed: int, n_boot: int = 2000,
+                           block: int | None = None, level: float = 0.95,
+                           periods: int = PERIODS_PER_YEAR) -> tuple[float, float]:
+    """Percentile interval of the annualized Sharpe ratio by a circular block bootstrap.
+
+    Each resample glues ⌈n/block⌉ blocks of ``block`` consecutive days (wrapping around the end)
+    starting at uniform random days, cut to n days. ``block`` defaults to ⌈n^(1/3)⌉, the usual
+    rate for variance-type statistics. Deterministic for a given ``seed``.
+    """
+    r = np.asarray(returns, dtype="float64")
+    n = len(r)
+    if n < 3 or r.std(ddof=1) == 0:
+        return float("nan"), float("nan")
+    block = block or max(1, math.ceil(n ** (1 / 3)))
+    rng = np.random.default_rng(seed)
+    n_blocks = math.ceil(n / block)
+    starts = rng.integers(0, n, size=(n_boot, n_blocks))
+    idx = (starts[:, :, None] + np.arange(block)[None, None, :]).reshape(n_boot, -1)[:, :n] % n
+    samples = r[idx]  # (n_boot, n)
+    sd = samples.std(axis=1, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sr = samples.mean(axis=1) / sd * math.sqrt(periods)
+    sr = sr[np.isfinite(sr)]
+    alpha = (1 - level) / 2
+    return float(np.quantile(sr, alpha)), float(np.quantile(sr, 1 - alpha))
+
+
+def expected_max_sharpe(n_trials: int, var_trials: float) -> float:
+    """E[max of ``n_trials`` Sharpe estimates] when every true Sharpe is 0 (the null):
+    √V · ((1 − γ) Φ⁻¹(1 − 1/N) + γ Φ⁻¹(1 − 1/(N e))), γ the Euler–Mascheroni constant.
+    0 for a single trial or no spread between trials (no selection to correct for)."""
+    if n_trials < 2 or not var_trials > 0:
+        return 0.0
+    n = float(n_trials)
+    return math.sqrt(var_trials) * ((1 - EULER_GAMMA) * stats.norm.ppf(1 - 1 / n)
+                                    + EULER_GAMMA * stats.norm.ppf(1 - 1 / (n * math.e)))
+
+
+def probabilistic_sharpe(sr: float, sr_benchmark: float, n_obs: int, skew: float,
+                         kurt: float) -> float:
+    """P(true Sharpe > ``sr_benchmark``) (Bailey & López de Prado 2012), with per-period (not
+    annualized) Sharpe ratios, ``kurt`` the Pearson kurtosis (3 for a normal):
+    Φ((SR − SR*) √(T − 1) / √(1 − γ₃ SR + (γ₄ − 1)/4 SR²))."""
+    if n_obs < 2 or not math.isfinite(sr):
+        return float("nan")
+    denom = 1 - skew * sr + (kurt - 1) / 4 * sr * sr
+    if denom <= 0:
+        return float("nan")
+    return float(stats.norm.cdf((sr - sr_benchmark) * math.sqrt(n_obs - 1) / math.sqrt(denom)))
+
+
+def deflated_sharpe(returns: Sequence[float] | np.ndarray, trial_sharpes: Sequence[float]
+                    ) -> dict[str, float]:
+    """Deflated Sharpe ratio (Bailey & López de Prado 2014) of one strategy's returns.
+
+    ``trial_sharpes``: the per-period Sharpe ratios of all N variants compared (this one
+    included). SR₀ = :func:`expected_max_sharpe` (N, variance of the trials' Sharpes) is the
+    Sharpe the best of N skill-less variants would show by luck; the DSR is the
+    :func:`probabilistic_sharpe` of this strategy against SR₀, using the skewness and the
+    Pearson kurtosis of its returns and T = number of returns. DSR > 0.95: the Sharpe is
+    unlikely to be a selection artefact.
+    """
+    r = np.asarray(returns, dtype="float64")
+    trials = np.asarray([s for s in trial_sharpes if math.isfinite(s)], dtype="float64")
+    var = float(trials.var(ddof=1)) if len(trials) > 1 else 0.0
+    sr0 = expected_max_sharpe(len(trials), var)
+    if len(r) < 3 or r.std(ddof=1) == 0:
+        return {"dsr": float("nan"), "sr0": sr0, "n_trials": len(trials), "var_trials": var}
+    sr = float(r.mean() / r.std(ddof=1))
+    skew = float(stats.skew(r, bias=False))
+    kurt = float(stats.kurtosis(r, fisher=False, bias=False))
+    return {"dsr": probabilistic_sharpe(sr, sr0, len(r), skew, kurt), "sr0": sr0,
+            "n_trials": len(trials), "var_trials": var, "skew": skew, "kurtosis": kurt}
+
+
+def period_sharpe(returns: Sequence[float] | np.ndarray) -> float:
+    """Per-period (not annualized) Sharpe ratio, the unit of the deflated Sharpe ratio."""
+    return sharpe(returns, periods=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Everything for one run
+
+
+def returns_by_regime(equity: pd.Series, labels: pd.Series, step: pd.Timedelta
+                      ) -> dict[str, dict[str, float]]:
+    """Compounded return and candle count per regime label. The return of the candle closing
+    at t (from the mark at t − step) is attributed to the label of that candle (open t − step);
+    ``labels`` is indexed by candle open time."""
+    r = equity.pct_change().iloc[1:]
+    lab = labels.reindex(r.index - step).to_numpy()
+    out: dict[str, dict[str, float]] = {}
+    for name in pd.unique(lab[pd.notna(lab)]):
+        part = r.to_numpy()[lab == name]
+        out[str(name)] = {"return": float(np.prod(1 + part) - 1), "candles": int(len(part))}
+    return out
+
+
+def summarize(book: Book, trade_pnl: Sequence[float], seed: int, n_trades: int | None = None
+              ) -> dict[str, float]:
+    """Every metric of one run (trial-dependent DSR is added by the caller)."""
+    eq = book.equity
+    rets = daily_returns(eq)
+    growth, dd = cagr(eq), max_drawdown(eq)
+    lo, hi = block_bootstrap_sharpe(rets.to_numpy(), seed=seed)
+    return {
+        "total_return": total_return(eq), "cagr": growth, "sharpe": sharpe(rets),
+        "sharpe_ci_low": lo, "sharpe_ci_high": hi, "sortino": sortino(rets),
+        "calmar": calmar(growth, dd), "max_drawdown": dd,
+        "profit_factor": profit_factor(trade_pnl), "win_rate": win_rate(trade_pnl),
+        "trades": int(len(trade_pnl) if n_trades is None else n_trades),
+        "exposure": exposure(book.in_market), "fees": float(book.fees),
+        "final_equity": float(eq.iloc[-1]), "days": int(len(rets)),
+        "sharpe_per_day": period_sharpe(rets),
+    }
