@@ -236,6 +236,11 @@ def main() -> int:
                         help="seed the defaults were tuned on; trains the QDA reference")
     parser.add_argument("--days", type=int, default=450)
     parser.add_argument("--steps", type=int, default=400, help="incremental updates to time")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="use the detector settings of this freqtrade config's "
+                        "advanced_learning.regime.detector (e.g. config.json: what the strategy "
+                        "runs) instead of RegimeConfig()'s defaults")
+    parser.add_argument("--skip-real", action="store_true", help="synthetic scoring only")
     args = parser.parse_args()
     if args.tune_seed in args.seeds:
         print("--seeds must not include --tune-seed", file=sys.stderr)
@@ -243,8 +248,16 @@ def main() -> int:
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("learning.regime").addHandler(FITS)
     cfg = RegimeConfig()
+    if args.config is not None:
+        import json
+
+        from learning.config import load_learning_config
+
+        cfg = load_learning_config(json.loads(args.config.read_text())).regime.detector
+    print(f"detector: fit_window {cfg.fit_window}, min_fit {cfg.min_fit_candles}, refit every "
+          f"{cfg.refit_every}, vol baseline {cfg.vol_baseline_window} ({cfg.timeframe} candles)")
     score_synthetic(args, cfg)
-    if args.datadir is None:
+    if args.datadir is None or args.skip_real:
         print(f"\nno real data: set ${DATA_DIR_ENV} or pass --datadir", file=sys.stderr)
         return 0
     btc, others = report_real(args.datadir, cfg)
