@@ -43,7 +43,7 @@ from learning.store import StateStore, runmode_namespace, state_root
 from learning.strategy_brain import CRISIS_ID, BrainHooks, _minutes
 from learning.strategy_charts import ChartHooks
 from learning.strategy_freqai import FreqAIHooks
-from learning.strategy_sizing import SizingHooks
+from learning.strategy_sizing import NOT_RL, SizingHooks
 from learning.technical import WARMUP_CANDLES, add_technical
 
 logger = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ class _PairSeries:
     regime_id: np.ndarray
     regime_conf: np.ndarray
     regime_probs: np.ndarray  # (N, 5) in PROB_COLUMNS order
+    pyr: dict[str, np.ndarray] | None  # PPOPyramiding grid columns (+ do_predict), if any
     trend: np.ndarray  # trade-parameter agent inputs (learning.ppo_sim.pair_features)
     vol: np.ndarray
     drawdown: np.ndarray
@@ -223,6 +224,9 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
             regime_id=dataframe["regime_id"].to_numpy(dtype="int64"),
             regime_conf=dataframe["regime_confidence"].to_numpy(dtype="float64"),
             regime_probs=dataframe[list(self._prob_columns)].to_numpy(dtype="float64"),
+            pyr={c: dataframe[c].to_numpy(dtype="float64") for c in dataframe.columns
+                 if c.startswith("&-pyr_a_") or c == "do_predict"}
+            if "&-pyr_flat_increase" in dataframe else None,
             trend=feats["trend"].to_numpy(), vol=feats["vol"].to_numpy(),
             drawdown=feats["drawdown"].to_numpy(),
         )
@@ -431,6 +435,9 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         p = self.learning.pyramiding
         if self.guard.exit_reason(current_time, self.crisis(current_time)):
             return None  # custom_exit closes the whole trade
+        rl = self.rl_adjustment(trade, current_time, current_profit, min_stake, max_stake)
+        if rl is not NOT_RL:
+            return rl
         if trade.nr_of_successful_exits == 0 and current_profit >= p.trim_profit:
             return -trade.stake_amount * p.trim_fraction, "trim"
         if (trade.nr_of_successful_entries > p.max_adds or current_profit < p.add_min_profit
@@ -456,7 +463,8 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
     def custom_exit(self, pair: str, trade: Trade, current_time: datetime, current_rate: float,
                     current_profit: float, **kwargs: Any) -> str | None:
         return self.guard.exit_reason(current_time, self.crisis(current_time)) or \
-            self.agent_exit(trade, current_time, current_profit)
+            self.agent_exit(trade, current_time, current_profit) or \
+            self.rl_exit(trade, current_time, current_profit)
 
     def custom_stoploss(self, pair: str, trade: Trade, current_time: datetime,
                         current_rate: float, current_profit: float, after_fill: bool,

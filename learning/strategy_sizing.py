@@ -1,5 +1,9 @@
-"""Tier 3 inside the strategy: the trade-parameter agents set size, stop, take profit and the
-longest hold of each entry (``advanced_learning.sizing.agent = "ppo"``).
+"""Learned sizing inside the strategy.
+
+Tier 3: the trade-parameter agents set size, stop, take profit and the longest hold of each
+entry (``advanced_learning.sizing.agent = "ppo"``). With the ``PPOPyramiding`` FreqAI model, its
+grid of actions (hold / increase / decrease / close by tranche) drives position adjustment: the
+column of the real trade's state is read at the last closed candle (``learning.freqai_ppo``).
 
 One agent per learner personality (``learning.ppo.AgentSet``), trained offline by
 ``ftlearn train-agents`` and updated online every 10 closed trades. Its outputs are always
@@ -21,6 +25,7 @@ from freqtrade.strategy import stoploss_from_open
 logger = logging.getLogger(__name__)
 
 AGENT_SCHEMA = 1
+NOT_RL = object()  # rl_adjustment: no RL pyramiding model, the rules decide
 
 
 def agent_state_name(learner: str, offline: bool = False) -> str:
@@ -177,3 +182,52 @@ class SizingHooks:
         days = (now - trade.open_date_utc).total_seconds() / 86400.0
         reward = agent.reward_for(params["record"], profit, params["stake_frac"], dd, days)
         self.agents.record_outcome(params["learner"], params["record"], reward)
+
+    # ------------------------------------------------------------------ RL pyramiding
+    def _rl_action(self, trade: Any, now: datetime, current_profit: float) -> Any:
+        """The PPOPyramiding agent's action for this trade, read from its grid columns at the
+        last closed candle (None without that model)."""
+        series = self._series.get(trade.pair)
+        if series is None or series.pyr is None:
+            return None
+        from learning.freqai_ppo import grid_action, tranches_held
+
+        i = series.last_closed(now)
+        if i < 0:
+            return None
+        equity = self._current_equity(now)
+        if equity is None:
+            return None
+        row = {c: a[i] for c, a in series.pyr.items()}
+        held = tranches_held(float(trade.stake_amount), equity,
+                             self.learning.risk.max_position_pct, self._rl_tranches())
+        return grid_action(row, max(held, 1), current_profit)
+
+    def _rl_tranches(self) -> int:
+        pyr = self.config.get("freqai", {}).get("rl_config", {}).get("pyramid") or {}
+        return int((pyr.get("env") or {}).get("tranches", 4))
+
+    def rl_adjustment(self, trade: Any, now: datetime, current_profit: float,
+                      min_stake: float | None, max_stake: float) -> Any:
+        """Increase / decrease by one tranche as the agent says, through the guard."""
+        action = self._rl_action(trade, now, current_profit)
+        if action is None:
+            return NOT_RL
+        from learning.pyramid_env import Action
+
+        equity = self._current_equity(now)
+        tranche = self.guard.max_stake(equity or 0.0) / self._rl_tranches()
+        if action == Action.INCREASE:
+            verdict = self.guard.check_stake(now, equity or 0.0, tranche,
+                                             held=trade.stake_amount, min_stake=min_stake,
+                                             crisis=self.crisis(now))
+            return (min(verdict.amount, max_stake), "pyr_increase") if verdict else None
+        if action == Action.DECREASE and trade.stake_amount - tranche >= (min_stake or 0.0):
+            return -tranche, "pyr_decrease"
+        return None  # HOLD; CLOSE goes through custom_exit
+
+    def rl_exit(self, trade: Any, now: datetime, current_profit: float) -> str | None:
+        from learning.pyramid_env import Action
+
+        return "pyr_close" if self._rl_action(trade, now, current_profit) == Action.CLOSE \
+            else None
