@@ -86,3 +86,17 @@ def test_strategy_rejects_an_unknown_config_key_at_start_up(tmp_path):
     config.update({"user_data_dir": str(tmp_path), "runmode": RunMode.BACKTEST})
     with pytest.raises(OperationalException, match="max_daily_los_pct"):
         AdvancedLearning(config)
+
+
+def test_plot_config_columns_exist_and_regimes_are_shaded(frames, tmp_path):
+    strategy = make_strategy(tmp_path)
+    df = analyzed(strategy, frames, pd.Timestamp("2025-08-15", tz="UTC"), "SOL/USDT")
+    plotted = set(strategy.plot_config["main_plot"])
+    for sub in strategy.plot_config["subplots"].values():
+        plotted |= set(sub)
+    missing = plotted - set(df.columns)
+    assert not missing, f"plot_config names columns the strategy does not produce: {missing}"
+    areas = strategy.plot_annotations("SOL/USDT", df["date"].iloc[0], df["date"].iloc[-1], df)
+    assert areas and all(a["type"] == "area" and a["start"] < a["end"] for a in areas)
+    assert {a["label"] for a in areas} <= {"BULL_MOMENTUM", "BEAR_DEFENSIVE", "CHOPPY",
+                                            "CRISIS", "THEME_DRIVEN"}
