@@ -80,6 +80,7 @@ class Variant:
     strategy_files: tuple[str, ...] = ()
     builtin: str | None = None
     learning_section: bool = False
+    default: bool = True  # False: run only when named with --only (long comparisons)
 
 
 def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -124,6 +125,15 @@ VARIANTS: tuple[Variant, ...] = (
                       "model_training_parameters": {"n_estimators": 50}}),
     _al("no_ppo", {"sizing": {"agent": "rule"}}, "rule-based sizing instead of the PPO agent"),
     _al("no_router", {"router": {"enabled": False}}, "policy router off"),
+    # Issue 4's comparison (opt-in, --only pyramid_ppo,pyramid_rule): the PPOPyramiding agent
+    # against the rule-based scale-in/trim, everything else equal.
+    _al("pyramid_ppo", {}, "PPOPyramiding FreqAI agent drives scale-ins, trims and closes",
+        freqaimodel="PPOPyramiding", freqai_config="configs/freqai-ppo.json",
+        freqai_required=True, default=False,
+        quick_freqai={"train_period_days": 7, "backtest_period_days": 7,
+                      "rl_config": {"train_cycles": 1}}),
+    _al("pyramid_rule", {}, "rule-based scale-in and trim (no FreqAI model)",
+        freqaimodel=None, freqai_config=None, default=False),
     Variant("buy_and_hold", "-", kind="baseline", builtin="buy_and_hold",
             description="equal-weight buy-and-hold of the same pairs, computed from the candles "
             "(entry at the first open, exit at the last close, same fee both ways)"),
@@ -152,7 +162,7 @@ def variant_names(variants: Iterable[Variant] = VARIANTS) -> list[str]:
 def select_variants(only: Sequence[str] | None, variants: Sequence[Variant] = VARIANTS
                     ) -> list[Variant]:
     if not only:
-        return list(variants)
+        return [v for v in variants if v.default]
     known = {v.name: v for v in variants}
     unknown = [n for n in only if n not in known]
     if unknown:
