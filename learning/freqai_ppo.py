@@ -55,7 +55,7 @@ from learning.encoder import EncoderConfig, resolve_device
 from learning.encoder_data import N_FEATURES
 from learning.encoder_train import TrainConfig, load_checkpoint
 from learning.errors import ConfigError, DataError, LearningError, StateError
-from learning.freqai_tsamae import OHLCV, TSAMAERegressorBase, ohlcv_frame
+from learning.freqai_tsamae import OHLCV, EncoderWindowMixin, ohlcv_frame
 from learning.pyramid_env import Action, PyramidEnv, PyramidEnvConfig, RewardConfig
 from learning.pyramid_policy import (
     SCHEMA,
@@ -149,14 +149,10 @@ def tranches_held(stake: float, equity: float, max_position_pct: float, tranches
     return int(min(tranches, max(0, round(stake / unit))))
 
 
-class PPOPyramidingBase(BaseReinforcementLearningModel):
+class PPOPyramidingBase(EncoderWindowMixin, BaseReinforcementLearningModel):
     """PPO pyramiding agent for FreqAI; see the module docstring."""
 
     MyRLEnv = PyramidEnv
-    # Shared with TSAMAERegressor (same attribute contract: self.tsa.{encoder, train,
-    # checkpoint, fine_tune}, self.init_model, self.init_meta, self.activate_tensorboard).
-    _check_lookahead = TSAMAERegressorBase._check_lookahead
-    _encoder_for_window = TSAMAERegressorBase._encoder_for_window
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

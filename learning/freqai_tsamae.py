@@ -146,32 +146,14 @@ def embedding_frame(encoder: TSAMAE, candles: pd.DataFrame, rows: np.ndarray,
     return pd.DataFrame(cols), scores
 
 
-class TSAMAERegressorBase(BaseRegressionModel):
-    """TSA-MAE embeddings + ridge head for FreqAI; see the module docstring."""
+class EncoderWindowMixin:
+    """The encoder for one FreqAI training window, shared by TSAMAERegressor and PPOPyramiding.
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.tsa = parse_section(TSAMAEModelConfig, self.model_training_parameters,
-                                 "freqai.model_training_parameters")
-        self.step = pd.Timedelta(minutes=timeframe_to_minutes(self.config["timeframe"]))
-        self.device = resolve_device(self.tsa.train.device)
-        self.init_model: TSAMAE | None = None
-        self.init_meta: dict = {}
-        if self.tsa.checkpoint:  # fail at start-up, not in the first training window
-            self.init_model, self.init_meta = load_checkpoint(Path(self.tsa.checkpoint))
-        window = (self.init_model.config if self.init_model else self.tsa.encoder).window
-        conv_width = self.CONV_WIDTH
-        if conv_width <= window:
-            logger.warning("TSAMAERegressor: freqai.conv_width is %d; dry/live predictions need "
-                           "conv_width >= %d (window + 1) or they abstain (do_predict=0)",
-                           conv_width, window + 1)
+    Expects ``self.tsa`` (``checkpoint``, ``fine_tune``, ``encoder``, ``train``),
+    ``self.init_model``/``self.init_meta`` (the loaded checkpoint, if any), ``self.config`` and
+    ``self.activate_tensorboard``.
+    """
 
-    def define_data_pipeline(self, threads: int = -1) -> Pipeline:
-        """The base pipeline without VarianceThreshold: the embedding width stays fixed."""
-        base = super().define_data_pipeline(threads=threads)
-        return Pipeline([s for s in base.steps if s[0] != "const"], fitparams={})
-
-    # -- training -------------------------------------------------------------------------------
     def _check_lookahead(self, train_last: pd.Timestamp) -> None:
         last = self.init_meta.get("last_candle")
         seen = pd.Timestamp(last) if last else None
@@ -197,6 +179,33 @@ class TSAMAERegressorBase(BaseRegressionModel):
                     result.n_train, result.train_losses[-1], result.val_losses[-1])
         return result.model, meta
 
+
+class TSAMAERegressorBase(EncoderWindowMixin, BaseRegressionModel):
+    """TSA-MAE embeddings + ridge head for FreqAI; see the module docstring."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.tsa = parse_section(TSAMAEModelConfig, self.model_training_parameters,
+                                 "freqai.model_training_parameters")
+        self.step = pd.Timedelta(minutes=timeframe_to_minutes(self.config["timeframe"]))
+        self.device = resolve_device(self.tsa.train.device)
+        self.init_model: TSAMAE | None = None
+        self.init_meta: dict = {}
+        if self.tsa.checkpoint:  # fail at start-up, not in the first training window
+            self.init_model, self.init_meta = load_checkpoint(Path(self.tsa.checkpoint))
+        window = (self.init_model.config if self.init_model else self.tsa.encoder).window
+        conv_width = self.CONV_WIDTH
+        if conv_width <= window:
+            logger.warning("TSAMAERegressor: freqai.conv_width is %d; dry/live predictions need "
+                           "conv_width >= %d (window + 1) or they abstain (do_predict=0)",
+                           conv_width, window + 1)
+
+    def define_data_pipeline(self, threads: int = -1) -> Pipeline:
+        """The base pipeline without VarianceThreshold: the embedding width stays fixed."""
+        base = super().define_data_pipeline(threads=threads)
+        return Pipeline([s for s in base.steps if s[0] != "const"], fitparams={})
+
+    # -- training -------------------------------------------------------------------------------
     def train(self, unfiltered_df: pd.DataFrame, pair: str, dk: FreqaiDataKitchen,
               **kwargs: Any) -> Any:
         candles = ohlcv_frame(unfiltered_df)
