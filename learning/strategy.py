@@ -49,6 +49,9 @@ from learning.technical import WARMUP_CANDLES, add_technical
 logger = logging.getLogger(__name__)
 
 RISK_STATE_NAME = "risk"
+#: An add that leaves a trade more than this fraction above the cap was not sized by the guard
+#: (the strategy's own adds are clamped to the cap at the same candle's equity).
+OVER_CAP_TOLERANCE = 0.02
 
 
 @dataclass
@@ -136,6 +139,7 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         self._dirty = False
         self._logged: set[str] = set()
         self._guard_history: deque[tuple[int, float, float, float, int]] = deque(maxlen=20_000)
+        self._trim_to: dict[int, float | None] = {}  # trade id -> stake to trim back to
         self._init_brain()
         # The regime detector reads informative candles; freqtrade loads startup_candle_count
         # candles of the main timeframe before a backtest (and at most 5 x 1000 live), so the
@@ -432,6 +436,14 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
                               **kwargs: Any) -> float | tuple[float, str] | None:
         if trade.has_open_orders or not self.position_adjustment_enable:
             return None
+        if trade.id not in self._trim_to:  # once per trade (and after a restart)
+            self._trim_to[trade.id] = trade.get_custom_data("trim_to")
+        trim_to = self._trim_to[trade.id]
+        if trim_to is not None:
+            if trade.stake_amount > trim_to * (1 + 1e-6):
+                return -(trade.stake_amount - trim_to), "over_cap"
+            self._trim_to[trade.id] = None  # trimmed: later adds are the guard's again
+            trade.set_custom_data("trim_to", None)
         p = self.learning.pyramiding
         if self.guard.exit_reason(current_time, self.crisis(current_time)):
             return None  # custom_exit closes the whole trade
@@ -489,7 +501,26 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         if order.ft_order_side == trade.entry_side:
             if trade.nr_of_successful_entries <= 1:
                 self.record_entry_fill(trade, current_time)
+            else:
+                self._check_add_fill(trade, current_time)
         else:
             self.record_exit_fill(trade, order, current_time)
+
+    def _check_add_fill(self, trade: Trade, now: datetime) -> None:
+        """Mark a trade that an add pushed above the cap, so the next adjustment trims it back.
+
+        freqtrade calls ``confirm_trade_entry`` only for a trade's first order: an add forced
+        from FreqUI or the REST API (``/forceenter`` on an open trade) never meets the guard
+        before it fills. This is the guard's answer afterwards.
+        """
+        equity = self._current_equity(now)
+        cap = self.guard.max_stake(equity) if equity is not None else 0.0
+        if cap > 0 and trade.stake_amount > cap * (1 + OVER_CAP_TOLERANCE):
+            logger.warning("AdvancedLearning: %s trade %s holds a stake of %.2f after an add, "
+                           "above the %.0f%% cap (%.2f of equity %.2f); trimming it back",
+                           trade.pair, trade.id, trade.stake_amount,
+                           100 * self.learning.risk.max_position_pct, cap, equity)
+            trade.set_custom_data("trim_to", round(cap, 8))
+            self._trim_to[trade.id] = round(cap, 8)
 
     # ------------------------------------------------------------------ charts

@@ -1,7 +1,8 @@
 """End to end: ``freqtrade trade`` (dry-run) with the REST API on 127.0.0.1 against the local
 exchange replaying real candles: ping, status, pair_candles with the strategy's columns, a forced
-entry that fills, a rule-based position adjustment, a manual halt from the CLI, then a restart
-after which the trade and the learned (risk) state resume where they were."""
+entry that fills, a rule-based position adjustment, a manual over-cap add trimmed back, a manual
+halt from the CLI, then a restart after which the trade and the learned (risk) state resume where
+they were."""
 
 from __future__ import annotations
 
@@ -177,6 +178,17 @@ def test_dry_run_trades_adjusts_halts_and_resumes_after_restart(bot):
                             90, "the rule-based scale-in")[0]
     assert adjusted["stake_amount"] > trade["stake_amount"]
     assert adjusted["stake_amount"] <= 0.20 * balance * 1.001
+    # An add forced from FreqUI / the REST API never meets confirm_trade_entry (freqtrade asks
+    # only for a trade's first order): the guard sees it fill and trims the trade back.
+    resp = bot.post("forceenter", {"pair": pair_a, "stakeamount": round(0.5 * balance, 2)})
+    assert resp.status_code == 200, resp.text
+    adjusted = bot.wait_for(lambda: [t for t in bot.get("status")
+                                     if t["trade_id"] == trade["trade_id"]
+                                     and t["nr_of_successful_exits"] >= 1
+                                     and not t["has_open_orders"]],
+                            90, "the over-cap manual add to be trimmed back")[0]
+    assert "trimming it back" in bot.log.read_text()
+    assert adjusted["stake_amount"] <= 0.20 * bot.get("balance")["total"] * 1.02
     custom = bot.get(f"trades/{trade['trade_id']}/custom-data")
     decision = next(item for item in custom[0]["custom_data"] if item["key"] == "decision")
     assert {"regime", "learner", "weights", "scores"} <= set(json.loads(decision["value"])
