@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+        sys.stderr.close()  # nothing more can be said; keep Python from reporting it at exit
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

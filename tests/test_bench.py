@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from learning import bench as B
+from learning import bench_variants as BV
 from learning.bench_report import write_outputs
 from learning.cli import main as ftlearn
 from learning.errors import ConfigError, DataError
@@ -38,8 +39,8 @@ def market_dir(tmp_path_factory) -> Path:
 
 
 def test_variants_table_holds_full_ablations_and_baselines_with_the_agreed_keys():
-    by_name = {v.name: v for v in B.VARIANTS}
-    assert [v.name for v in B.VARIANTS if v.kind == "full"] == ["full"]
+    by_name = {v.name: v for v in BV.VARIANTS}
+    assert [v.name for v in BV.VARIANTS if v.kind == "full"] == ["full"]
     full = by_name["full"].config_overlay["advanced_learning"]
     assert full == {"sizing": {"agent": "ppo"}, "router": {"enabled": True}}, "every tier on"
     # Each ablation switches exactly one tier off relative to full.
@@ -48,20 +49,20 @@ def test_variants_table_holds_full_ablations_and_baselines_with_the_agreed_keys(
                          ("no_meta", {"meta": {"force_learner": "Balanced"}}),
                          ("no_ppo", {"sizing": {"agent": "rule"}}),
                          ("no_router", {"router": {"enabled": False}})):
-        assert by_name[name].config_overlay == {"advanced_learning": B.deep_merge(full, change)}
+        assert by_name[name].config_overlay == {"advanced_learning": BV.deep_merge(full, change)}
     assert by_name["no_encoder"].freqaimodel == "LightGBMRegressor"
     assert by_name["full"].freqaimodel == "TSAMAERegressor"
     assert {"buy_and_hold", "sample_strategy", "freqai_lightgbm", "freqai_rl"} <= {
-        v.name for v in B.VARIANTS if v.kind == "baseline"}
-    for v in B.VARIANTS:
+        v.name for v in BV.VARIANTS if v.kind == "baseline"}
+    for v in BV.VARIANTS:
         for f in v.strategy_files:
             assert B._strategy_source(f).is_file(), f
 
 
 def test_select_variants_with_unknown_name_raises_naming_the_known_ones():
     with pytest.raises(ConfigError, match="nope.*known: full"):
-        B.select_variants(["full", "nope"])
-    assert [v.name for v in B.select_variants(["freqai_rl", "full"])] == ["freqai_rl", "full"]
+        BV.select_variants(["full", "nope"])
+    assert [v.name for v in BV.select_variants(["freqai_rl", "full"])] == ["freqai_rl", "full"]
 
 
 def test_check_timerange_outside_data_raises_naming_the_available_range(market_dir):
@@ -93,10 +94,10 @@ def test_default_timerange_leaves_startup_and_training_history(market_dir):
 
 
 def test_train_days_needed_follows_the_selected_freqai_configs():
-    lgbm = B.select_variants(["freqai_lightgbm"])
+    lgbm = BV.select_variants(["freqai_lightgbm"])
     assert B.train_days_needed(lgbm, quick=False) == 30
     assert B.train_days_needed(lgbm, quick=True) == 7
-    assert B.train_days_needed(B.select_variants(["buy_and_hold", "sample_strategy"]), False) == 0
+    assert B.train_days_needed(BV.select_variants(["buy_and_hold", "sample_strategy"]), False) == 0
 
 
 def test_causal_regime_labels_with_prefix_are_unchanged():
@@ -112,7 +113,7 @@ def test_prepare_with_missing_freqai_file_skips_or_runs_without_freqai(market_di
     spec = B.BenchSpec(market_dir, (PAIR,), "5m", "20250125-20250201", 0.001, 1000.0, tmp_path)
     info = B.data_info(market_dir, [PAIR], "5m")
     start = pd.Timestamp("2025-01-25", tz="UTC")
-    required = B.Variant("x", "AdvancedLearning", freqai_config="configs/missing.json",
+    required = BV.Variant("x", "AdvancedLearning", freqai_config="configs/missing.json",
                          freqaimodel="LightGBMRegressor", learning_section=True)
     plan = B.prepare(required, spec, tmp_path / "a" / "ud", tmp_path, start, info)
     assert plan.status == "skipped" and "not available" in plan.reason
@@ -123,7 +124,7 @@ def test_prepare_with_missing_freqai_file_skips_or_runs_without_freqai(market_di
 
 def test_prepare_with_unknown_learning_key_fails_before_freqtrade(market_dir, tmp_path):
     spec = B.BenchSpec(market_dir, (PAIR,), "5m", "20250125-20250201", 0.001, 1000.0, tmp_path)
-    bad = B.Variant("bad", "AdvancedLearning", {"advanced_learning": {"no_such_tier": {}}},
+    bad = BV.Variant("bad", "AdvancedLearning", {"advanced_learning": {"no_such_tier": {}}},
                     learning_section=True)
     plan = B.prepare(bad, spec, tmp_path / "ud", tmp_path, pd.Timestamp("2025-01-25", tz="UTC"),
                      B.data_info(market_dir, [PAIR], "5m"))
@@ -147,20 +148,20 @@ def test_run_measured_with_timeout_kills_and_says_so(tmp_path):
 # ---------------------------------------------------------------------------------- smoke run
 
 
-def smoke_variants() -> list[B.Variant]:
+def smoke_variants() -> list[BV.Variant]:
     """The real table, with AdvancedLearning's TSA-MAE training (minutes per window on a CPU)
     left out of the CI run, plus two deliberately broken variants."""
     table = [dataclasses.replace(v, freqai_config=None) if v.freqaimodel == "TSAMAERegressor"
-             else v for v in B.VARIANTS]
+             else v for v in BV.VARIANTS]
     no_encoder = next(v for v in table if v.name == "no_encoder")
     return table + [
         # Same strategy, model and FreqAI settings as no_encoder: reuses its predictions.
         dataclasses.replace(no_encoder, name="no_encoder_no_bandit",
                             config_overlay={"advanced_learning": {"bandit": {"enabled": False}}}),
-        B.Variant("broken_config", "AdvancedLearning",
+        BV.Variant("broken_config", "AdvancedLearning",
                   {"advanced_learning": {"no_such_tier": {"enabled": False}}},
                   learning_section=True),
-        B.Variant("broken_strategy", "NoSuchStrategy", kind="baseline"),
+        BV.Variant("broken_strategy", "NoSuchStrategy", kind="baseline"),
     ]
 
 
@@ -216,7 +217,7 @@ def test_deflated_sharpe_counts_a_duplicate_variant_once():
         steps = np.random.default_rng(seed).normal(0.002, 0.02, 61)
         equity = pd.Series(1000 * np.cumprod(1 + steps), index=idx)
         book = B.M.Book(equity, pd.Series(True, index=idx), 0.0)
-        return B.VariantResult(B.Variant(name, "S"), book=book, duplicate_of=duplicate_of,
+        return B.VariantResult(BV.Variant(name, "S"), book=book, duplicate_of=duplicate_of,
                                metrics={})
 
     results = [result("full", 1), result("copy", 1, "full"), result("other", 2)]

@@ -63,7 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from learning.bench import REPO_ROOT, VARIANTS, freqai_file
+    from learning.bench import REPO_ROOT, freqai_file
+    from learning.bench_variants import VARIANTS
 
     rows = []
     for v in VARIANTS:
@@ -97,6 +98,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for name in ("freqtrade", "matplotlib"):
             logging.getLogger(name).setLevel(logging.WARNING)
     from learning import bench as B
+    from learning import bench_variants as BV
     from learning.bench_report import summary_text, to_json, write_outputs
     from learning.data import default_data_dir
     from learning.ftconfig import load_ft_config
@@ -114,7 +116,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     pairs = tuple(p.upper().replace("_", "/") for p in _csv(args.pairs)) or tuple(
         ft["exchange"]["pair_whitelist"])
     timeframe = args.timeframe or ft.get("timeframe", "5m")
-    variants = B.select_variants(_csv(args.only))
+    variants = BV.select_variants(_csv(args.only))
     info = B.data_info(datadir, pairs, timeframe)
     if args.timerange:
         timerange = args.timerange
