@@ -237,6 +237,7 @@ class VariantResult:
     cost: dict[str, float] = field(default_factory=dict)
     freqtrade: dict[str, Any] = field(default_factory=dict)
     by_regime: dict[str, dict[str, float]] = field(default_factory=dict)
+    exits: dict[str, Any] = field(default_factory=dict)  # M.exit_breakdown of its trades
     book: M.Book | None = None
     duplicate_of: str | None = None  # same configuration as this variant: not a separate trial
 
@@ -574,6 +575,7 @@ def _collect(res: VariantResult, run: BacktestRun, v: Variant, spec: BenchSpec,
     book = M.mark_to_market(fills, closes, spec.wallet, start, step)
     pnl = trades["profit_abs"].to_numpy(dtype="float64") if len(trades) else np.array([])
     res.book, res.metrics = book, M.summarize(book, pnl, spec.seed)
+    res.exits = M.exit_breakdown(trades)
     res.freqtrade = {k: stats.get(k) for k in (
         "total_trades", "profit_total", "final_balance", "max_drawdown_account", "sharpe",
         "sortino", "calmar", "cagr", "winrate", "profit_factor", "backtest_start",

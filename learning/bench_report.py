@@ -85,7 +85,7 @@ def to_json(bench: BenchResult) -> dict[str, Any]:
                  "notes": r.notes, "command": r.command,
                  "command_line": shlex.join(r.command) if r.command else None, "log": r.log,
                  "metrics": r.metrics, "cost": r.cost, "freqtrade": r.freqtrade,
-                 "returns_by_regime": r.by_regime}
+                 "returns_by_regime": r.by_regime, "exits": r.exits}
         if r.book is not None:
             daily = M.daily_equity(r.book.equity)
             entry["daily_equity"] = {t.isoformat(): float(x) for t, x in daily.items()}
@@ -161,6 +161,22 @@ def regime_table(bench: BenchResult) -> str:
     return "\n".join(rows)
 
 
+def exits_table(bench: BenchResult, top: int = 4) -> str:
+    """Median hold and the most frequent exit reasons (count, mean profit) per variant."""
+    rows = ["| variant | median hold | exits by reason: trades (mean profit) |", "|---|---|---|"]
+    for r in bench.results:
+        if not r.exits or not r.exits.get("by_exit_reason"):
+            continue
+        hold = r.exits["median_hold_minutes"]
+        reasons = list(r.exits["by_exit_reason"].items())
+        cells = [f"{k}: {v['trades']} ({_pct(v['mean_profit_ratio'], 2)})"
+                 for k, v in reasons[:top]]
+        if len(reasons) > top:
+            cells.append(f"{len(reasons) - top} more")
+        rows.append(f"| {r.variant.name} | {hold / 60:.1f} h | {'; '.join(cells)} |")
+    return "\n".join(rows) if len(rows) > 2 else "(no trades)"
+
+
 def _data_line(bench: BenchResult) -> str:
     s = bench.spec
     kind = ("a SYNTHETIC market (prices are not real)" if bench.info.synthetic
@@ -217,7 +233,10 @@ def report_markdown(bench: BenchResult, images: list[str]) -> str:
         out.append("")
     out += ["## Returns by regime", "", f"Regimes: {bench.regime_source}. Cells: compounded "
             "return over the candles of that regime (header: share of candles).", "",
-            regime_table(bench), ""]
+            regime_table(bench), "",
+            "## Trades by exit reason", "", "Median time in trade, and per exit reason the "
+            "number of trades and their mean profit ratio (after fees).", "",
+            exits_table(bench), ""]
     if images:
         out += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in images] + [""]
     out += ["## How the figures are computed", ""]

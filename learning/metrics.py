@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -217,6 +218,22 @@ def profit_factor(pnl: Sequence[float] | np.ndarray) -> float:
 def win_rate(pnl: Sequence[float] | np.ndarray) -> float:
     p = np.asarray(pnl, dtype="float64")
     return float((p > 0).mean()) if len(p) else float("nan")
+
+
+def exit_breakdown(trades: pd.DataFrame) -> dict[str, Any]:
+    """Median hold and, per exit reason, the trade count and mean profit ratio.
+
+    ``trades`` is freqtrade's backtest trade table (``exit_reason``, ``profit_ratio``,
+    ``trade_duration`` in minutes). Reasons are ordered by count, most frequent first.
+    """
+    if trades is None or len(trades) == 0:
+        return {"median_hold_minutes": float("nan"), "by_exit_reason": {}}
+    groups = trades.groupby("exit_reason", sort=False)["profit_ratio"].agg(["count", "mean"])
+    groups = groups.sort_values("count", ascending=False, kind="stable")
+    return {"median_hold_minutes": float(np.median(trades["trade_duration"].astype("float64"))),
+            "by_exit_reason": {str(k): {"trades": int(row["count"]),
+                                        "mean_profit_ratio": float(row["mean"])}
+                               for k, row in groups.iterrows()}}
 
 
 def exposure(in_market: pd.Series) -> float:

@@ -186,6 +186,9 @@ def test_bench_smoke_runs_every_available_variant_and_reports_broken_ones(market
             for key in ("sharpe", "sharpe_ci_low", "sharpe_ci_high", "dsr"):
                 assert math.isfinite(r.metrics[key]), (r.variant.name, key)
         assert r.by_regime, r.variant.name
+        if r.variant.builtin is None and r.metrics["trades"]:
+            counted = sum(x["trades"] for x in r.exits["by_exit_reason"].values())
+            assert counted == r.metrics["trades"], r.variant.name
         if r.variant.builtin is None:
             assert r.cost["wall_s"] > 0 and r.cost["peak_rss_mb"] > 50
             # The marked-to-market ledger ends where freqtrade's wallet ends.
@@ -206,6 +209,7 @@ def test_bench_smoke_runs_every_available_variant_and_reports_broken_ones(market
     assert {v["name"] for v in data["variants"]} == set(by_name)
     report = Path(paths["report"]).read_text()
     assert "SYNTHETIC" in report and "broken_strategy" in report and "deflated" in report
+    assert "## Trades by exit reason" in report and "median hold" in report
     for name in ("equity", "drawdown", "regimes"):
         assert Path(paths[name]).stat().st_size > 5_000
 

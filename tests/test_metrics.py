@@ -69,6 +69,20 @@ def test_profit_factor_and_win_rate_of_known_trades():
     assert M.win_rate(pnl) == pytest.approx(2 / 5)
 
 
+def test_exit_breakdown_counts_reasons_by_frequency_with_mean_profit_and_median_hold():
+    trades = pd.DataFrame({"exit_reason": ["roi", "stop", "roi", "roi", "stop"],
+                           "profit_ratio": [0.02, -0.05, 0.04, 0.00, -0.01],
+                           "trade_duration": [30, 600, 60, 90, 1200]})
+    out = M.exit_breakdown(trades)
+    assert out["median_hold_minutes"] == 90.0
+    assert list(out["by_exit_reason"]) == ["roi", "stop"]
+    assert out["by_exit_reason"]["roi"] == {"trades": 3, "mean_profit_ratio": pytest.approx(0.02)}
+    assert out["by_exit_reason"]["stop"] == {"trades": 2,
+                                             "mean_profit_ratio": pytest.approx(-0.03)}
+    empty = M.exit_breakdown(trades.iloc[:0])
+    assert math.isnan(empty["median_hold_minutes"]) and empty["by_exit_reason"] == {}
+
+
 def test_profit_factor_without_losses_is_inf_and_without_trades_nan():
     assert M.profit_factor([1.0, 2.0]) == math.inf
     assert math.isnan(M.profit_factor([]))
