@@ -35,7 +35,7 @@ from freqtrade.strategy import DecimalParameter, IStrategy
 from learning.components import pair_features
 from learning.config import LearningConfig, load_learning_config
 from learning.control import CONTROL_NAME, read_control
-from learning.errors import ConfigError
+from learning.errors import ConfigError, LearningError
 from learning.regime import PROB_COLUMNS
 from learning.risk import SCHEMA_VERSION as RISK_SCHEMA
 from learning.risk import RiskGuard, RiskState
@@ -202,11 +202,18 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
     # ------------------------------------------------------------------ indicators
     def populate_indicators(self, dataframe: pd.DataFrame, metadata: dict) -> pd.DataFrame:
         pair = metadata["pair"]
+        dataframe["score_ai"] = np.nan  # excluded from the weights unless a model predicts
         if self.freqai_enabled:
-            dataframe = self.freqai.start(dataframe, metadata, self)
-            dataframe["score_ai"] = self.ai_score(dataframe)
-        else:
-            dataframe["score_ai"] = np.nan
+            try:
+                dataframe = self.freqai.start(dataframe, metadata, self)
+            except LearningError as err:
+                # e.g. a saved model from another version or architecture: trade on without it
+                # (no ai component, rule-based pyramiding) rather than stop the bot.
+                self._log_once(f"freqai-{pair}", "AdvancedLearning: FreqAI model refused for "
+                               "%s: %s; trading without it (no ai component, rule-based "
+                               "sizing)", pair, err, level=logging.ERROR)
+            else:
+                dataframe["score_ai"] = self.ai_score(dataframe)
         add_technical(dataframe)
         self.add_brain_columns(dataframe, pair)
         bad = int((~dataframe["data_ok"]).iloc[self.startup_candle_count:].sum())
