@@ -48,7 +48,7 @@ class Decision:
     regime: str
     regime_confidence: float
     learner: str
-    mode: str  # "learned" | "fallback"
+    mode: str  # "learned" | "cautious" (regime UNKNOWN) | "fallback" (drawdown)
     weights: dict[str, float]
     scores: dict[str, float | None]
     overall: float
@@ -119,6 +119,12 @@ class Brain:
         return drawdown is not None and drawdown > self.config.brain.fallback_drawdown
 
     # ------------------------------------------------------------------ decisions
+    def _cautious(self, regime: str) -> bool:
+        """UNKNOWN because the detector has too little history (not because it is switched off,
+        and not when an ablation forces one learner)."""
+        return (self.config.regime.enabled and regime == Regime.UNKNOWN.value
+                and self.config.meta.force_learner is None)
+
     def decide(self, now: datetime, pair: str, scores: dict[str, float | None], regime: str,
                regime_confidence: float, drawdown: float | None, entry_threshold: float,
                policy: str = "", force_fallback: bool = False) -> Decision:
@@ -131,8 +137,15 @@ class Brain:
             weights = {"technical": 1.0} if scores["technical"] is not None else {}
             threshold = entry_threshold
         else:
-            mode = "learned"
-            learner = self.meta.select(regime, self.rng, now).learner
+            if self._cautious(regime):
+                # Too little history to name the regime: the most cautious learner decides
+                # (highest bar, smallest stake); the meta-policy neither picks nor learns it.
+                mode = "cautious"
+                learner = min(self.meta.learner_names,
+                              key=lambda n: self.meta.profile(n).risk_tolerance)
+            else:
+                mode = "learned"
+                learner = self.meta.select(regime, self.rng, now).learner
             available = available_components(scores, COMPONENTS)
             if not available:
                 weights = {}

@@ -42,6 +42,25 @@ def test_regime_disabled_decides_as_unknown():
     assert d.regime == "UNKNOWN"
 
 
+def test_unknown_regime_from_too_little_history_is_decided_by_the_most_cautious_learner():
+    b = brain()
+    selections_before = b.meta.report()
+    for i in range(20):  # Thompson sampling would pick other learners some of the time
+        d = b.decide(T0 + timedelta(minutes=5 * i), "BTC/USDT", STRONG, "UNKNOWN", 0.0, 0.0, 0.3)
+        assert d.mode == "cautious" and d.learner == "Conservative"
+        assert np.isclose(d.threshold, 0.3 * 1.5) and d.stake_share == 0.5
+    assert b.meta.report() == selections_before, "the meta-policy made no selection"
+    # Its outcome teaches the bandits but not the meta-policy (it was not the meta's choice).
+    out = b.record_close(T0 + timedelta(hours=3), "BTC/USDT", b.recent_decisions()[-1], 0.02)
+    assert out["recorded"]
+    # Switched off or forced, UNKNOWN is not "too little history": the learners decide as usual.
+    assert brain(regime={"enabled": False}).decide(
+        T0, "BTC/USDT", STRONG, "UNKNOWN", 0.0, 0.0, 0.3).mode == "learned"
+    forced = brain(meta={"force_learner": "Aggressive"}).decide(
+        T0, "BTC/USDT", STRONG, "UNKNOWN", 0.0, 0.0, 0.3)
+    assert forced.mode == "learned" and forced.learner == "Aggressive"
+
+
 def test_drawdown_above_fallback_uses_rules_without_sampling():
     b = brain()
     state_before = b.rng.bit_generator.state
