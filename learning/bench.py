@@ -640,8 +640,12 @@ def run_bench(spec: BenchSpec, variants: Sequence[Variant], now: pd.Timestamp,
         for i, v in enumerate(variants, 1):
             progress(f"[{i}/{len(variants)}] {v.name} ({v.kind}): {v.description}")
             t0 = time.perf_counter()
-            res = run_variant(v, spec, ex.overlay, strategy_dir, start, info, closes, opens,
-                              shared)
+            try:
+                res = run_variant(v, spec, ex.overlay, strategy_dir, start, info, closes, opens,
+                                  shared)
+            except Exception as err:  # noqa: BLE001 - one variant's crash must not end the bench
+                logger.exception("bench: variant %s crashed", v.name)
+                res = VariantResult(v, status="failed", reason=f"{type(err).__name__}: {err}")
             if res.book is not None:
                 res.by_regime = M.returns_by_regime(res.book.equity, labels, step)
             results.append(res)

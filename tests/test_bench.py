@@ -86,6 +86,26 @@ def test_bench_cli_without_data_dir_suggests_make_data(monkeypatch, capsys):
     assert "ftlearn make-data" in capsys.readouterr().err
 
 
+def test_a_variant_that_crashes_is_reported_failed_and_the_rest_still_run(market_dir, tmp_path,
+                                                                          monkeypatch):
+    real = B.run_variant
+
+    def crashing(v, *args, **kwargs):
+        if v.name == "crash":
+            raise RuntimeError("disk full while copying the models folder")
+        return real(v, *args, **kwargs)
+
+    monkeypatch.setattr(B, "run_variant", crashing)
+    hold = BV.Variant("buy_and_hold", "-", kind="baseline", builtin="buy_and_hold")
+    variants = [dataclasses.replace(hold, name="crash"), hold]
+    spec = B.BenchSpec(market_dir, (PAIR,), "5m", "20250125-20250201", 0.001, 1000.0, tmp_path)
+    result = B.run_bench(spec, variants, pd.Timestamp("2026-01-01", tz="UTC"),
+                         progress=lambda m: None)
+    crashed, held = result.results
+    assert crashed.status == "failed" and "RuntimeError: disk full" in crashed.reason
+    assert held.status == "ok" and math.isfinite(held.metrics["total_return"])
+
+
 def test_default_timerange_leaves_startup_and_training_history(market_dir):
     info = B.data_info(market_dir, [PAIR], "5m")
     start, end = B.parse_timerange(B.default_timerange(info, "5m", days=90, train_days=7))
