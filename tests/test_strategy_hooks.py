@@ -1,14 +1,16 @@
-"""The strategy trades on when its FreqAI model is refused (a saved model from another version
-or architecture): no ai component and rule-based pyramiding, with one error line per pair."""
+"""The strategy's hooks on a strategy built from config.json: a refused FreqAI model leaves it
+trading without one; a regressor's predictions become the *ai* component; the Tier 3 agent's
+stop, take-profit and hold limit reach ``custom_stoploss`` and ``custom_exit``."""
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
+from freqtrade.strategy import stoploss_from_open
 
 from learning.errors import StateError
 from learning.strategy_sizing import NOT_RL
@@ -38,6 +40,9 @@ class RefusingFreqAI:
 class Trade:
     id, pair, stake_amount, open_rate = 1, "BTC/USDT", 100.0, 1.0
     open_date_utc = datetime(2025, 1, 1)
+
+    def get_custom_data(self, key, default=None):
+        return default
 
 
 @pytest.fixture
@@ -70,3 +75,35 @@ def test_refused_freqai_model_leaves_no_ai_component_and_rule_sizing(strategy, c
     assert s.rl_adjustment(Trade(), now, 0.01, None, 1000.0) is NOT_RL
     refused = [r for r in caplog.records if "FreqAI model refused" in r.getMessage()]
     assert len(refused) == 1 and "schema version" in refused[0].getMessage()
+
+
+def test_regressor_prediction_becomes_the_ai_component_in_units_of_its_spread(strategy):
+    s, _ = strategy
+    df = pd.DataFrame({"&-s_return": [0.01, -0.02, 0.01, 0.0],
+                       "&-s_return_std": [0.01, 0.01, 0.0, 0.02],
+                       "do_predict": [1, 1, 1, 0]})
+    score = s.ai_score(df)
+    assert score.iloc[0] == pytest.approx(np.tanh(1.0))
+    assert score.iloc[1] == pytest.approx(np.tanh(-2.0))
+    assert np.isnan(score.iloc[2]), "no spread: no scale, no score"
+    assert np.isnan(score.iloc[3]), "the model abstained (do_predict 0)"
+
+
+def test_agent_stop_take_profit_and_hold_limit_drive_the_exit_hooks(strategy):
+    s, frames = strategy
+    s.populate_indicators(frames[("BTC/USDT", "5m")].copy(), {"pair": "BTC/USDT"})
+    trade = Trade()
+    now = pd.Timestamp(frames[("BTC/USDT", "5m")]["date"].iloc[-1]).to_pydatetime()
+    trade.open_date_utc = now - timedelta(minutes=5 * 10)  # ten candles in the trade
+    s._init_sizing(None)  # what bot_start does (config.json: rule sizing, no agent set)
+    s.agents = object()  # an agent set is configured; the trade's parameters are its output
+    s._trade_params[trade.id] = {"stop_loss": 0.07, "take_profit": 0.15, "hold_candles": 12}
+    assert s.custom_stoploss("BTC/USDT", trade, now, 1.0, 0.02, False) == pytest.approx(
+        stoploss_from_open(-0.07, 0.02))
+    assert s.custom_exit("BTC/USDT", trade, now, 1.0, 0.02) is None
+    assert s.custom_exit("BTC/USDT", trade, now, 1.0, 0.15) == "agent_take_profit"
+    later = now + timedelta(minutes=5 * 2)
+    assert s.custom_exit("BTC/USDT", trade, later, 1.0, 0.02) == "agent_hold_limit"
+    # Without agent parameters for the trade, the ATR stop and the other exits decide.
+    s._trade_params[trade.id] = None
+    assert s.custom_exit("BTC/USDT", trade, later, 1.0, 0.15) is None
