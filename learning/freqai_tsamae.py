@@ -2,8 +2,9 @@
 
 In each FreqAI training window the encoder is pre-trained (or fine-tuned from
 ``model_training_parameters.checkpoint``) on **that window's candles only**, every row with a
-full valid window gets an embedding (mean-pooled encoder output) plus its window's log return
-scale, and a ridge head (``RidgeCV``) is fitted on those for every numeric ``&`` target.
+full valid window gets an embedding (the encoder's window embedding, see
+``EncoderConfig.pool``) plus its window's log return scale, and a ridge head (``RidgeCV``) is
+fitted on those for every numeric ``&`` target.
 ``predict`` returns the head's predictions and, in the anomaly column (default ``&-anomaly``),
 the encoder's reconstruction error of the row's window (:meth:`TSAMAE.anomaly_score`); its
 ``labels_mean``/``labels_std`` are the score's mean/std over the training window.

@@ -117,6 +117,20 @@ def test_train_encoder_same_seed_identical_weights_and_losses():
     assert c.train_losses != a.train_losses
 
 
+def test_train_encoder_writes_losses_and_learning_rate_to_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train, val, _ = split_by_time([make_ohlcv(600, seed=3)], TINY.window, FAST.val_frac)
+    res = train_encoder(train, val, TINY, FAST, progress=False, tb_dir=tmp_path / "tb")
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"loss/train_step", "lr"} <= tags
+    assert any(t.startswith("loss/val") for t in tags), tags
+    steps = events.Scalars("loss/train_step")
+    assert len(steps) >= len(res.train_losses) and all(math.isfinite(e.value) for e in steps)
+
+
 def test_train_encoder_loss_decreases_on_synthetic_data():
     res = _trained(cfg=TrainConfig(epochs=4, batch_size=32, max_steps_per_epoch=8, lr=3e-3,
                                    val_frac=0.2, patience=10, device="cpu"))

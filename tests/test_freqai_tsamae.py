@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -108,6 +109,19 @@ def test_predict_without_history_abstains_on_rows_lacking_a_window(tmp_path):
     assert not do_predict[:w].any() and do_predict[w:100].all()
     assert not do_predict[100:100 + w + 1].any()  # every window holding the NaN close
     assert (pred.loc[do_predict == 0] == 0).all().all()
+
+
+def test_predict_on_fewer_candles_than_one_window_abstains_everywhere_with_a_log_line(
+        tmp_path, caplog):
+    model, dk = _model_and_kitchen(tmp_path)
+    df = _frame()
+    _train(model, dk, df.iloc[:700].copy())
+    short = df.iloc[750:750 + TINY["window"] - 1].reset_index(drop=True)  # no tail prepended
+    with caplog.at_level(logging.INFO, logger="learning.freqai_tsamae"):
+        pred, do_predict = model.predict(short, dk)
+    assert len(do_predict) == len(short) and not do_predict.any()
+    line = next(r.getMessage() for r in caplog.records if "no full valid" in r.getMessage())
+    assert f"{len(short)} of {len(short)} rows" in line and "conv_width" in line
 
 
 def test_predictions_are_causal_under_appended_candles(tmp_path):
