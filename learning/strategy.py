@@ -393,12 +393,13 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         decision = self.decide_entry(pair, current_time, entry_tag)
         if decision is None or not decision.take:
             return 0.0
-        share = decision.stake_share if decision.mode == "learned" else 1.0
+        learned = decision.mode in ("learned", "cautious")  # a learner sized it
+        share = decision.stake_share if learned else 1.0
         allowance = self.guard.max_stake(equity) * self.initial_stake_share() * share
         desired = min(proposed_stake, allowance)
-        if decision.mode == "learned" and self.agents is not None:
+        if learned and self.agents is not None:
             params = self.size_with_agent(pair, current_time, equity, allowance,
-                                          decision.learner, decision.scores)
+                                          decision.learner, decision.scores, decision.policy)
             if params is not None:
                 desired = min(proposed_stake, params["stake"])
                 self._pending_sizing[pair] = params

@@ -44,6 +44,7 @@ class BrainHooks:
         self._brain_dirty = False
         self.router = None
         self._policy_types: dict[str, str] = {}
+        self._policy_checkpoints: dict[str, str | None] = {}
         self._preselected: dict[str, tuple[pd.Timestamp, str]] = {}
 
     def _init_router(self, now: datetime) -> None:
@@ -74,7 +75,7 @@ class BrainHooks:
                 self.store.root.mkdir(parents=True, exist_ok=True)
                 self.router.register("rule", "rule", None, now)
                 self.router.register("brain", "meta", self.store.root, now)
-            self._policy_types = {p.name: p.type for p in self.router.policies()}
+            self._refresh_policies()
             logger.info("AdvancedLearning: policy router on %s (%s)", self.router.db.path,
                         ", ".join(f"{n}:{t}" for n, t in self._policy_types.items()))
         except Exception as err:  # start-up: say what is wrong, trade without the router
@@ -90,8 +91,13 @@ class BrainHooks:
             return pre[1]
         name = self.router.select(self.brain.rng, now)
         if name not in self._policy_types:
-            self._policy_types = {p.name: p.type for p in self.router.policies()}
+            self._refresh_policies()
         return name
+
+    def _refresh_policies(self) -> None:
+        policies = self.router.policies()
+        self._policy_types = {p.name: p.type for p in policies}
+        self._policy_checkpoints = {p.name: p.checkpoint for p in policies}
 
     def tag_live_candidate(self, dataframe: pd.DataFrame, pair: str) -> None:
         """Live: choose the policy for the newest candidate now, so the entry tag shows it."""

@@ -9,12 +9,18 @@ One agent per learner personality (``learning.ppo.AgentSet``), trained offline b
 ``ftlearn train-agents`` and updated online every 10 closed trades. Its outputs are always
 clamped by the risk guard (stake) and by the strategy's hard stoploss (stop). Without a usable
 checkpoint a learner uses the rule-based parameters, and says so once.
+
+Policy router: a registered policy of type ``ppo`` whose checkpoint is a folder of agents
+(``ftlearn train-agents --out DIR``) sizes the entries routed to it with those agents, so two
+agent versions can be A/B tested. Such challenger agents trade as trained (no online updates:
+their folder is the user's, not the run's); the run's own agents learn online as usual.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,8 +46,17 @@ class SizingHooks:
     def _init_sizing(self, backtest_start: datetime | None) -> None:
         self.agents = None
         self._trade_params: dict[int, dict[str, Any]] = {}
+        self._policy_agents: dict[str, Any] = {}
+        self._sizing_start = backtest_start
         if self.learning.sizing.agent != "ppo":
             return
+        self.agents = self._load_agent_set(self.store, backtest_start, online=True)
+
+    def _load_agent_set(self, store: Any, backtest_start: datetime | None, *,
+                        online: bool, label: str = "") -> Any:
+        """One agent per learner from ``store``: the online state when ``online`` (dry/live, or
+        a backtest with warm_start), else or failing that the offline training. A backtest
+        refuses an agent trained on data after its start (lookahead)."""
         from learning.ppo import AgentSet
 
         payloads = {}
@@ -49,28 +64,54 @@ class SizingHooks:
             # Dry/live continue the agent as trading left it; a backtest starts from the offline
             # training (its own online updates from an earlier run would be from a later period).
             found = None
-            if self._live or self.learning.brain.warm_start:
-                found = self.store.load_torch(agent_state_name(learner), schema=AGENT_SCHEMA)
+            if online and (self._live or self.learning.brain.warm_start):
+                found = store.load_torch(agent_state_name(learner), schema=AGENT_SCHEMA)
             if found is None:
-                found = self.store.load_torch(agent_state_name(learner, offline=True),
-                                              schema=AGENT_SCHEMA)
+                found = store.load_torch(agent_state_name(learner, offline=True),
+                                         schema=AGENT_SCHEMA)
             if found is None:
                 continue
             state_dict, meta = found
             end = meta.get("data_end")
             if backtest_start is not None and not self._live and (
                     end is None or pd.Timestamp(end) > pd.Timestamp(backtest_start)):
-                logger.error("AdvancedLearning: the %s agent was trained on data up to %s, after "
-                             "this backtest starts (%s): refused (lookahead); rule-based "
-                             "parameters", learner, end, backtest_start)
+                logger.error("AdvancedLearning: the %s agent%s was trained on data up to %s, "
+                             "after this backtest starts (%s): refused (lookahead); rule-based "
+                             "parameters", learner, label, end, backtest_start)
                 continue
             payloads[learner] = state_dict.get("payload", state_dict)
-        self.agents = AgentSet.from_checkpoints(payloads, self.brain.meta.config.learners)
-        missing = [n for n, a in self.agents.agents.items() if a is None]
+        agents = AgentSet.from_checkpoints(payloads, self.brain.meta.config.learners)
+        missing = [n for n, a in agents.agents.items() if a is None]
         if missing:
             logger.warning("AdvancedLearning: no trained trade-parameter agent for %s in %s "
                            "(run `ftlearn train-agents`); rule-based parameters for them",
-                           ", ".join(missing), self.store.root)
+                           ", ".join(missing), store.root)
+        return agents
+
+    def agents_for(self, policy: str) -> Any:
+        """The agent set that sizes an entry the router gave to ``policy``: the policy's own
+        folder for a ``ppo`` policy with a checkpoint, else the run's agents."""
+        if self.agents is None or not policy:
+            return self.agents
+        checkpoint = self._policy_checkpoints.get(policy)
+        if self._policy_types.get(policy) != "ppo" or not checkpoint or \
+                Path(checkpoint).resolve() == Path(self.store.root).resolve():
+            return self.agents
+        if policy not in self._policy_agents:
+            from learning.store import StateStore
+
+            folder = Path(checkpoint)
+            if not folder.is_dir():
+                logger.error("AdvancedLearning: policy %s: agent folder %s not found; its "
+                             "entries use this run's agents", policy, folder)
+                self._policy_agents[policy] = self.agents
+            else:
+                self._policy_agents[policy] = self._load_agent_set(
+                    StateStore(folder), self._sizing_start, online=False,
+                    label=f" of policy {policy}")
+                logger.info("AdvancedLearning: policy %s sizes with the agents in %s", policy,
+                            folder)
+        return self._policy_agents[policy]
 
     def _save_agents(self, data_end: datetime | None) -> None:
         if self.agents is None or not self._persist:
@@ -126,22 +167,24 @@ class SizingHooks:
                            performance=perf)
 
     def size_with_agent(self, pair: str, now: datetime, equity: float, allowance: float,
-                        learner: str, scores: dict[str, Any]) -> dict[str, Any] | None:
+                        learner: str, scores: dict[str, Any],
+                        policy: str = "") -> dict[str, Any] | None:
         """The agent's parameters for this entry (stake in quote currency), or None to let the
-        rule-based sizing decide."""
-        if self.agents is None:
+        rule-based sizing decide. ``policy``: the router's choice (see :meth:`agents_for`)."""
+        agents = self.agents_for(policy)
+        if agents is None:
             return None
         from learning.ppo import TradeLimits
 
         state = self._agent_state(pair, now, equity, scores)
         limits = TradeLimits(allowance=max(allowance, 0.0), max_stop_loss=-self.stoploss)
-        decision = self.agents.decide(learner, state, limits, timeframe=self.timeframe,
-                                      rng=self.brain.rng)
+        decision = agents.decide(learner, state, limits, timeframe=self.timeframe,
+                                 rng=self.brain.rng)
         p = decision.params
         return {"stake": float(p.stake), "size_frac": float(p.size_frac),
                 "hold_candles": int(p.hold_candles), "stop_loss": float(p.stop_loss),
                 "take_profit": float(p.take_profit), "source": p.source,
-                "record": decision.to_record(), "learner": learner,
+                "record": decision.to_record(), "learner": learner, "policy": policy,
                 "stake_frac": float(p.stake) / equity if equity else 0.0}
 
     # ------------------------------------------------------------------ open trade
@@ -174,6 +217,8 @@ class SizingHooks:
         self._trade_params.pop(trade.id, None)
         if not params or self.agents is None or not params.get("record"):
             return
+        if self.agents_for(params.get("policy", "")) is not self.agents:
+            return  # a challenger policy's agents trade as trained (module docstring)
         agent = self.agents.agents.get(params["learner"])
         if agent is None:
             return

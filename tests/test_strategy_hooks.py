@@ -4,8 +4,9 @@ stop, take-profit and hold limit reach ``custom_stoploss`` and ``custom_exit``."
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -107,3 +108,64 @@ def test_agent_stop_take_profit_and_hold_limit_drive_the_exit_hooks(strategy):
     # Without agent parameters for the trade, the ATR stop and the other exits decide.
     s._trade_params[trade.id] = None
     assert s.custom_exit("BTC/USDT", trade, later, 1.0, 0.15) is None
+
+
+def test_a_ppo_policy_with_an_agent_folder_sizes_its_entries_with_those_agents(tmp_path, caplog):
+    from learning.ppo import AgentSet, PPOConfig, TradeLimits
+    from learning.ppo_space import STATE_DIM
+    from learning.store import StateStore
+    from learning.strategy_sizing import AGENT_SCHEMA, agent_state_name
+
+    s = make_strategy(tmp_path)
+    s.learning = dataclasses.replace(
+        s.learning, sizing=dataclasses.replace(s.learning.sizing, agent="ppo"))
+    start = datetime(2025, 2, 1, tzinfo=UTC)
+
+    def save(folder, seed: int, data_end: str) -> AgentSet:
+        agents = AgentSet.create(s.brain.meta.config.learners, PPOConfig(seed=seed))
+        meta = {"data_end": data_end}
+        for name, agent in agents.agents.items():
+            StateStore(folder).save_torch(agent_state_name(name, offline=True),
+                                          {"payload": agent.checkpoint(meta)},
+                                          schema=AGENT_SCHEMA, meta=meta)
+        return agents
+
+    save(s.store.root, 1, "2025-01-15T00:00:00+00:00")
+    v2 = save(tmp_path / "v2", 2, "2025-01-20T00:00:00+00:00")
+    save(tmp_path / "late", 3, "2025-03-01T00:00:00+00:00")  # trained after the start
+    s._init_sizing(start)
+    s._policy_types = {"brain": "meta", "v2": "ppo", "late": "ppo", "gone": "ppo"}
+    s._policy_checkpoints = {"brain": str(s.store.root), "v2": str(tmp_path / "v2"),
+                             "late": str(tmp_path / "late"), "gone": str(tmp_path / "nope")}
+
+    state = np.linspace(-0.8, 0.8, STATE_DIM)  # (all-zero inputs meet zero biases: no signal)
+
+    def params(agents):
+        return agents.decide("Balanced", state, TradeLimits(allowance=1000.0),
+                             rng=np.random.default_rng(0)).params
+
+    assert s.agents_for("brain") is s.agents and s.agents_for("") is s.agents
+    chosen = s.agents_for("v2")
+    assert chosen is not s.agents and s.agents_for("v2") is chosen, "loaded once"
+    assert params(chosen) == params(v2) != params(s.agents)
+    with caplog.at_level(logging.ERROR, logger="learning.strategy_sizing"):
+        late, gone = s.agents_for("late"), s.agents_for("gone")
+    assert all(a is None for a in late.agents.values()), "lookahead: refused, rule parameters"
+    assert params(late).source == "rule"
+    assert gone is s.agents
+    text = caplog.text
+    assert "of policy late was trained on data up to" in text and "nope not found" in text
+
+    # Entries routed to v2 are sized by v2's agents; their outcomes do not train the run's.
+    s._agent_state = lambda *args: state
+    s.brain.rng = np.random.default_rng(0)
+    sized = s.size_with_agent("BTC/USDT", start, 10_000.0, 1000.0, "Balanced", {}, "v2")
+    assert sized["policy"] == "v2" and sized["stake"] == pytest.approx(params(v2).stake)
+    trade = Trade()
+    s._trade_params[trade.id] = sized
+
+    def no_update(*args, **kwargs):
+        raise AssertionError("a challenger's outcome reached the run's agents")
+
+    s.agents.record_outcome = no_update
+    s.agent_learn(trade, 0.02, start + timedelta(hours=5))

@@ -29,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--timerange", required=True,
                    help="training range YYYYMMDD-YYYYMMDD (the agents see nothing after it)")
     p.add_argument("--steps", type=int, default=None, help="PPO timesteps per agent")
+    p.add_argument("--out", type=Path, default=None,
+                   help="write the agents into this folder instead of the run's state folder "
+                   "(a version to A/B test: ftlearn policy register NAME --type ppo --path DIR)")
     p.add_argument("--no-regimes", action="store_true",
                    help="skip the regime detector (the state's regime inputs become uniform)")
     p.set_defaults(func=cmd_train_agents)
@@ -44,7 +47,12 @@ def cmd_train_agents(args: argparse.Namespace) -> int:
 
     ft = load_ft_config(args.config or ["config.json"])
     cfg = load_learning_config(ft)
-    store = store_for(ft, runmode_of(ft, args.runmode), cfg)
+    if args.out is not None:
+        from learning.store import StateStore
+
+        store = StateStore(args.out)
+    else:
+        store = store_for(ft, runmode_of(ft, args.runmode), cfg)
     datadir = args.datadir or default_data_dir()
     if datadir is None:
         raise DataError("no data: pass --datadir or set ADVL_DATA_DIR")
@@ -86,4 +94,7 @@ def cmd_train_agents(args: argparse.Namespace) -> int:
         print(f"{name}: {int(figures['timesteps'])} steps in {figures['seconds']:.0f} s "
               f"({len(env.opp_t)} simulated entry opportunities) -> {path}")
     print(f"trained on {', '.join(pairs)} {tf} {start.date()} .. {data_end.date()}")
+    if args.out is not None:
+        print(f"to A/B test this version: ftlearn policy register NAME --type ppo --path "
+              f"{args.out}")
     return 0
