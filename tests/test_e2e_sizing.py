@@ -53,3 +53,26 @@ def test_agents_trained_before_the_backtest_size_its_trades_within_the_cap(real_
                                  result_dir=tmp_path / "res2", timeout=900)
     assert run.returncode == 0, run.output[-3000:]
     assert "refused (lookahead)" in run.output
+
+
+    # A second agent version registered as a ppo policy beside the brain: the router sends it
+    # a share of the entries and sizes them with its own agents.
+    v2 = tmp_path / "agents-v2"
+    assert ftlearn(["train-agents", *cfg, "--datadir", str(real_data_dir), "--timerange",
+                    "20250601-20250801", "--steps", "256", "--no-regimes", "--out",
+                    str(v2)]) == 0
+    assert len(list(v2.glob("agent_*_offline.pt"))) == 3
+    for name, kind, path in (("brain", "meta", ["--path", state]),
+                             ("agents-v2", "ppo", ["--path", v2])):
+        assert ftlearn(["policy", "register", name, "--type", kind, *map(str, path),
+                        "--userdir", str(user_dir)]) == 0
+    routed = tmp_path / "router.json"
+    routed.write_text(json.dumps({"advanced_learning": {"router": {"enabled": True}}}))
+    with local_exchange(real_data_dir, tmp_path / "ex3") as ex:
+        run = freqtrade_backtest(configs=[ROOT / "config.json", overlay, routed],
+                                 overlay=ex.overlay, datadir=real_data_dir,
+                                 timerange="20251001-20251101", result_dir=tmp_path / "res3",
+                                 timeout=900)
+    assert run.returncode == 0, run.output[-3000:]
+    assert f"policy agents-v2 sizes with the agents in {v2}" in run.output
+    assert "refused (lookahead)" not in run.output
