@@ -24,6 +24,8 @@ from learning.regime import PROB_COLUMNS, REGIME_IDS, Regime, RegimeDetector, re
 logger = logging.getLogger(__name__)
 
 BRAIN_STATE_NAME = "brain"
+CHAMPION_STATE_NAME = "router_champion"  # the router's champion, for a start without its db
+CHAMPION_SCHEMA = 1
 REGIME_BY_ID = {v: k for k, v in REGIME_IDS.items()}
 CONTEXT_COLUMNS = ("score_sentiment", "regime_id", "regime_confidence", *PROB_COLUMNS)
 CRISIS_ID = REGIME_IDS[Regime.CRISIS]
@@ -45,6 +47,8 @@ class BrainHooks:
         self.router = None
         self._policy_types: dict[str, str] = {}
         self._policy_checkpoints: dict[str, str | None] = {}
+        self._static_policy = ""  # the router is unavailable: every entry goes to this one
+        self._saved_champion: str | None = None
         self._preselected: dict[str, tuple[pd.Timestamp, str]] = {}
 
     def _init_router(self, now: datetime) -> None:
@@ -78,20 +82,41 @@ class BrainHooks:
             self._refresh_policies()
             logger.info("AdvancedLearning: policy router on %s (%s)", self.router.db.path,
                         ", ".join(f"{n}:{t}" for n, t in self._policy_types.items()))
-        except Exception as err:  # start-up: say what is wrong, trade without the router
-            logger.error("AdvancedLearning: policy router unavailable (%s); every entry uses "
-                         "the learned brain", err)
+        except Exception as err:  # start-up: say what is wrong, trade on the last champion
             self.router = None
+            last = self.store.load_json(CHAMPION_STATE_NAME, schema=CHAMPION_SCHEMA) or {}
+            name, kind = last.get("name") or "rule", last.get("type") or "rule"
+            self._static_policy, self._policy_types = name, {name: kind}
+            logger.error("AdvancedLearning: policy router unavailable (%s); every entry goes to "
+                         "the last champion %s (%s)%s", err, name, kind,
+                         "" if last else ", none recorded: the rule-based policy")
+            return
+        self._save_champion()
+
+    def _save_champion(self) -> None:
+        """Remember the router's champion in the state folder: what trades when the database
+        cannot be opened at the next start."""
+        name = self.router.last_champion if self.router is not None else None
+        if name is None or name == self._saved_champion or not self._persist:
+            return
+        try:
+            self.store.save_json(CHAMPION_STATE_NAME, {"name": name,
+                                                       "type": self._policy_types.get(name)},
+                                 schema=CHAMPION_SCHEMA)
+            self._saved_champion = name
+        except Exception as err:  # never stop trading over this note
+            logger.error("AdvancedLearning: could not record the champion %s: %s", name, err)
 
     def select_policy(self, pair: str, now: datetime) -> str:
         if self.router is None:
-            return ""
+            return self._static_policy
         pre = self._preselected.pop(pair, None)
         if pre is not None and pre[0] == pd.Timestamp(now).floor(self.timeframe_to_td()):
             return pre[1]
         name = self.router.select(self.brain.rng, now)
         if name not in self._policy_types:
             self._refresh_policies()
+        self._save_champion()
         return name
 
     def _refresh_policies(self) -> None:

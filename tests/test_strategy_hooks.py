@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -169,3 +170,35 @@ def test_a_ppo_policy_with_an_agent_folder_sizes_its_entries_with_those_agents(t
 
     s.agents.record_outcome = no_update
     s.agent_learn(trade, 0.02, start + timedelta(hours=5))
+
+
+def test_corrupt_policy_database_at_start_trades_on_the_last_recorded_champion(tmp_path, caplog):
+    from learning.policy import Router
+
+    db = tmp_path / "policy_bandit.db"
+    first = make_strategy(tmp_path)
+    first.learning = dataclasses.replace(
+        first.learning, router=dataclasses.replace(first.learning.router, enabled=True,
+                                                   db=str(db)))
+    Router(db).register("rules-v1", "rule", None, datetime(2025, 1, 1, tzinfo=UTC))
+    first._init_router(datetime(2025, 1, 2, tzinfo=UTC))
+    assert first.router is not None
+    assert first.select_policy("BTC/USDT", datetime(2025, 1, 2, 1, tzinfo=UTC)) == "rules-v1"
+
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    db.write_bytes(b"this is not a database" * 100)
+    second = make_strategy(tmp_path)
+    second.learning = first.learning
+    with caplog.at_level(logging.ERROR, logger="learning.strategy_brain"):
+        second._init_router(datetime(2025, 1, 3, tzinfo=UTC))
+    assert second.router is None
+    assert "last champion rules-v1 (rule)" in caplog.text
+    assert second.select_policy("ETH/USDT", datetime(2025, 1, 3, 1, tzinfo=UTC)) == "rules-v1"
+    assert second._policy_types["rules-v1"] == "rule"  # so the rule-based path decides
+
+    # Nothing recorded (a first start on a broken database): the rule-based policy.
+    fresh = make_strategy(tmp_path / "other")
+    fresh.learning = first.learning
+    fresh._init_router(datetime(2025, 1, 3, tzinfo=UTC))
+    assert fresh.select_policy("ETH/USDT", datetime(2025, 1, 3, 1, tzinfo=UTC)) == "rule"
