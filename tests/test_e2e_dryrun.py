@@ -150,8 +150,14 @@ def open_trade(bot, pair):
                         90, f"the {pair} entry to fill")[0]
 
 
-def test_dry_run_trades_adjusts_halts_and_resumes_after_restart(bot):
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*") if p.is_file()}
+
+
+def test_dry_run_trades_adjusts_halts_and_resumes_after_restart(bot, real_data_dir):
     cli_cfg = sum((["-c", c] for c in bot.configs_for_cli), [])
+    served_before = snapshot(real_data_dir)
     bot.start()
     assert bot.get("ping")["status"] == "pong"
 
@@ -241,3 +247,5 @@ def test_dry_run_trades_adjusts_halts_and_resumes_after_restart(bot):
     restored = json.loads(risk_file.read_text())["data"]
     assert restored["peak_equity"] >= saved["peak_equity"]
     assert restored["reset_token_applied"] == saved["reset_token_applied"]
+    # The replayed (time-shifted) candles went to a scratch folder, never into the served data.
+    assert snapshot(real_data_dir) == served_before

@@ -135,6 +135,34 @@ def test_no_sequence_of_equity_moves_stakes_and_adds_breaches_the_cap(moves, sta
             assert held == 0.0
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    first=st.floats(0.0, 1e6, allow_nan=False),
+    steps=st.lists(st.tuples(st.floats(-0.05, 0.05, allow_nan=False),
+                             st.floats(0.0, 1e6, allow_nan=False)), min_size=1, max_size=80),
+    cap=st.floats(0.01, 1.0),
+)
+def test_adds_on_later_candles_never_take_an_open_trade_above_the_cap_of_that_moment(
+        first, steps, cap):
+    """One trade held across candles while equity moves: every approved add leaves the trade at
+    most the cap of the equity at that moment, and a trade already at or above it gets none."""
+    g = guard(max_position_pct=cap)
+    equity, now = 10_000.0, T0
+    g.observe(now, equity)
+    v = g.check_stake(now, equity, first, min_stake=1.0)
+    held = v.amount if v else 0.0
+    for move, add in steps:
+        now += timedelta(minutes=5)
+        equity *= 1 + move
+        g.observe(now, equity)
+        at_cap = held >= cap * equity
+        v = g.check_stake(now, equity, add, held=held, min_stake=1.0)
+        if v:
+            assert not at_cap
+            held += v.amount
+            assert held <= cap * equity * (1 + 1e-12)
+
+
 @settings(max_examples=200, deadline=None)
 @given(moves=st.lists(st.floats(-0.04, 0.04, allow_nan=False), min_size=1, max_size=200))
 def test_halts_trip_exactly_when_thresholds_are_crossed(moves):

@@ -202,3 +202,36 @@ def test_corrupt_policy_database_at_start_trades_on_the_last_recorded_champion(t
     fresh.learning = first.learning
     fresh._init_router(datetime(2025, 1, 3, tzinfo=UTC))
     assert fresh.select_policy("ETH/USDT", datetime(2025, 1, 3, 1, tzinfo=UTC)) == "rule"
+
+
+def test_bad_rows_get_no_entry_and_one_log_line(tmp_path, caplog):
+    frames = {}
+    for i, pair in enumerate(PAIRS):
+        df = make_ohlcv(6000, seed=21 + i)
+        frames[(pair, "5m")] = df
+        frames[(pair, "1h")] = (df.set_index("date").resample("1h", label="left")
+                                .agg({"open": "first", "high": "max", "low": "min",
+                                      "close": "last", "volume": "sum"})
+                                .dropna().reset_index())
+    clean = make_strategy(tmp_path / "a")
+    clean.dp = FrameProvider(frames)
+    pair = "BTC/USDT"
+    df = clean.populate_indicators(frames[(pair, "5m")].copy(), {"pair": pair})
+    df = clean.populate_entry_trend(df, {"pair": pair})
+    late = df.index >= clean.startup_candle_count
+    entries = df.index[(df["enter_long"] == 1) & late][:5]
+    assert len(entries) == 5, "the clean frame has candidates to spoil"
+
+    spoiled = frames[(pair, "5m")].copy()
+    spoiled.loc[entries[:3], "volume"] = 0.0
+    spoiled.loc[entries[3:], "close"] = np.nan
+    s = make_strategy(tmp_path / "b")
+    s.dp = FrameProvider({**frames, (pair, "5m"): spoiled})
+    with caplog.at_level(logging.WARNING, logger="learning.strategy"):
+        for _ in range(2):
+            out = s.populate_indicators(spoiled.copy(), {"pair": pair})
+            out = s.populate_entry_trend(out, {"pair": pair})
+    assert not out.loc[entries, "data_ok"].any()
+    assert (out.loc[entries, "enter_long"] != 1).all()
+    lines = [r for r in caplog.records if "zero volume or inconsistent prices" in r.getMessage()]
+    assert len(lines) == 1 and "has 5 candles" in lines[0].getMessage()
