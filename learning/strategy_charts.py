@@ -77,6 +77,7 @@ class ChartHooks:
     def plot_config(self) -> dict[str, Any]:
         regime_colors = {"BULL_MOMENTUM": "#2ca02c", "BEAR_DEFENSIVE": "#d62728",
                          "CHOPPY": "#7f7f7f", "CRISIS": "#000000", "THEME_DRIVEN": "#9467bd"}
+        subplots = self._freqai_subplot() if self.freqai_enabled else {}
         return {
             "main_plot": {"ema_fast": {"color": "#2f7ed8"}, "ema_slow": {"color": "#f45b5b"}},
             "subplots": {
@@ -96,8 +97,17 @@ class ChartHooks:
                 "Equity drawdown": {"guard_drawdown": {"color": "#e4572e"},
                                     "guard_day_pnl": {"color": "#17bebb"}},
                 "Risk guard": {"guard_state": {"color": "#000000", "type": "bar"}},
+                **subplots,
             },
         }
+
+    def _freqai_subplot(self) -> dict[str, Any]:
+        """The FreqAI model's own outputs: the TSA-MAE reconstruction error (an anomaly score)
+        and predicted return for regressors, the flat-state P(increase) for PPOPyramiding."""
+        if self._freqai_is_rl():
+            return {"FreqAI": {"&-pyr_flat_increase": {"color": "#f7a35c"}}}
+        return {"FreqAI": {"&-s_return": {"color": "#f7a35c"},
+                           "&-anomaly": {"color": "#b10026"}}}
 
     def plot_annotations(self, pair: str, start_date: datetime, end_date: datetime,
                          dataframe: pd.DataFrame, **kwargs: Any) -> list[dict[str, Any]]:

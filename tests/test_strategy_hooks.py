@@ -235,3 +235,10 @@ def test_bad_rows_get_no_entry_and_one_log_line(tmp_path, caplog):
     assert (out.loc[entries, "enter_long"] != 1).all()
     lines = [r for r in caplog.records if "zero volume or inconsistent prices" in r.getMessage()]
     assert len(lines) == 1 and "has 5 candles" in lines[0].getMessage()
+
+
+def test_plot_config_shows_the_freqai_model_outputs_when_freqai_is_on(strategy):
+    s, _ = strategy  # FreqAI enabled, a (refusing) regressor-like model
+    assert set(s.plot_config["subplots"]["FreqAI"]) == {"&-s_return", "&-anomaly"}
+    s.config["freqai"]["enabled"] = False
+    assert "FreqAI" not in s.plot_config["subplots"]
