@@ -16,6 +16,7 @@ from freqtrade.strategy import stoploss_from_open
 
 from learning.errors import StateError
 from learning.strategy_sizing import NOT_RL
+from learning.synth import resample_candles
 from tests.conftest import make_ohlcv
 from tests.test_strategy_causal import make_strategy
 
@@ -47,16 +48,18 @@ class Trade:
         return default
 
 
-@pytest.fixture
-def strategy(tmp_path):
+def market_frames(n: int, seed: int) -> dict:
+    """Random-walk 5m candles per pair, and their 1h candles (the detector's timeframe)."""
     frames = {}
     for i, pair in enumerate(PAIRS):
-        df = make_ohlcv(3000, seed=11 + i)
-        frames[(pair, "5m")] = df
-        frames[(pair, "1h")] = (df.set_index("date").resample("1h", label="left")
-                                .agg({"open": "first", "high": "max", "low": "min",
-                                      "close": "last", "volume": "sum"})
-                                .dropna().reset_index())
+        frames[(pair, "5m")] = make_ohlcv(n, seed=seed + i)
+        frames[(pair, "1h")] = resample_candles(frames[(pair, "5m")], "1h")
+    return frames
+
+
+@pytest.fixture
+def strategy(tmp_path):
+    frames = market_frames(3000, seed=11)
     s = make_strategy(tmp_path)
     s.dp = FrameProvider(frames)
     s.config["freqai"] = {**s.config.get("freqai", {}), "enabled": True}
@@ -205,14 +208,7 @@ def test_corrupt_policy_database_at_start_trades_on_the_last_recorded_champion(t
 
 
 def test_bad_rows_get_no_entry_and_one_log_line(tmp_path, caplog):
-    frames = {}
-    for i, pair in enumerate(PAIRS):
-        df = make_ohlcv(6000, seed=21 + i)
-        frames[(pair, "5m")] = df
-        frames[(pair, "1h")] = (df.set_index("date").resample("1h", label="left")
-                                .agg({"open": "first", "high": "max", "low": "min",
-                                      "close": "last", "volume": "sum"})
-                                .dropna().reset_index())
+    frames = market_frames(6000, seed=21)
     clean = make_strategy(tmp_path / "a")
     clean.dp = FrameProvider(frames)
     pair = "BTC/USDT"
