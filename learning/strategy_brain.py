@@ -307,6 +307,7 @@ class BrainHooks:
         trade.set_custom_data("outcome", {"profit_ratio": round(profit, 6),
                                           "learning_paused": result.get("learning_paused")})
         self._trade_learner.pop(trade.id, None)
+        self._trim_to.pop(trade.id, None)  # per-trade bookkeeping ends with the trade
         self.agent_learn(trade, profit, now)
         if self.router is not None and decision and decision.get("policy"):
             self.router.record_outcome(decision["policy"], trade.id, profit, profit_abs, now)
