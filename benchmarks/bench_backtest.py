@@ -24,8 +24,8 @@ from pathlib import Path
 
 import freqtrade
 
-from learning.data import default_data_dir
-from learning.localrun import REPO_ROOT, freqtrade_backtest, local_exchange, require_ok
+from learning.data.candles import default_data_dir
+from learning.exchange.localrun import REPO_ROOT, freqtrade_backtest, local_exchange, require_ok
 
 PAIRS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
 

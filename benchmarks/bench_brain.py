@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 from freqtrade.enums import RunMode
 
-from learning.data import default_data_dir, load_candles
-from learning.localrun import REPO_ROOT
+from learning.data.candles import default_data_dir, load_candles
+from learning.exchange.localrun import REPO_ROOT
 
 PAIRS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
 

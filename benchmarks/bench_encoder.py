@@ -40,15 +40,15 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from learning.encoder import TSAMAE, EncoderConfig, amp_context, encode_windows  # noqa: E402
-from learning.encoder_data import candle_arrays, gather_windows, split_by_time  # noqa: E402
-from learning.encoder_train import (  # noqa: E402
+from learning.encoder.model import TSAMAE, EncoderConfig, amp_context, encode_windows  # noqa: E402
+from learning.encoder.pretrain import (  # noqa: E402
     TrainConfig,
     load_checkpoint,
     save_checkpoint,
     seed_everything,
     train_encoder,
 )
+from learning.encoder.windows import candle_arrays, gather_windows, split_by_time  # noqa: E402
 
 
 class CandleTokenMAE(nn.Module):
@@ -162,7 +162,7 @@ def _synthetic(n: int):
 def _frames(datadir: str, pairs: list[str], timeframe: str, start: str, stop: str) -> dict:
     import pandas as pd
 
-    from learning.data import load_candles
+    from learning.data.candles import load_candles
 
     out = {}
     for p in pairs:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from learning.data import DATA_DIR_ENV, default_data_dir
-from learning.exchange import LocalExchange, serve
+from learning.data.candles import DATA_DIR_ENV, default_data_dir
+from learning.exchange.server import LocalExchange, serve
 
 
 def timed(fn: Callable[[], object], n: int) -> np.ndarray:

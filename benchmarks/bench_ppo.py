@@ -6,7 +6,7 @@ Usage::
     .venv/bin/python benchmarks/bench_ppo.py --steps 20000 --learners all --regimes
 
 Data: the five Binance pairs at ``--timeframe`` (default 5m, the strategy's) from $ADVL_DATA_DIR,
-or a synthetic market (learning.synth, with its true regimes) when the variable is unset. The
+or a synthetic market (learning.data.synth, with its true regimes) when the variable is unset. The
 agent trains on simulated trades before ``--split`` and is scored on the trades after it, which it
 never saw. Entry opportunities are the strategy's rule (technical score > 0.30, checked hourly);
 with ``--regimes`` the regime detector runs walk-forward on 1h candles and feeds the state's regime
@@ -34,17 +34,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from learning.data import default_data_dir, load_candles  # noqa: E402
-from learning.meta import DEFAULT_LEARNERS  # noqa: E402
-from learning.ppo import PPOConfig, TradeLimits, TradeParamAgent, encode_params  # noqa: E402
-from learning.ppo_sim import (  # noqa: E402
+from learning.agents.trade_agent import PPOConfig, TradeLimits, TradeParamAgent, encode_params  # noqa: E402
+from learning.agents.trade_sim import (  # noqa: E402
     MarketData,
     SimConfig,
     TradeParamEnv,
     run_policy,
     train_offline,
 )
-from learning.regime import PROB_COLUMNS, REGIMES  # noqa: E402
+from learning.brain.meta import DEFAULT_LEARNERS  # noqa: E402
+from learning.brain.regime import PROB_COLUMNS, REGIMES  # noqa: E402
+from learning.data.candles import default_data_dir, load_candles  # noqa: E402
 
 PAIRS = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT")
 RULE = {"size_frac": 1.0, "hold_days": 1.0, "stop_loss": 0.08, "take_profit": 0.15}
@@ -57,7 +57,7 @@ def load_market(args: argparse.Namespace, sim: SimConfig) -> tuple[MarketData, s
         frames = {p: load_candles(datadir, p, args.timeframe) for p in PAIRS}
         source = f"real Binance candles from {datadir}"
         if args.regimes:
-            from learning.regime import RegimeDetector, regime_features
+            from learning.brain.regime import RegimeDetector, regime_features
 
             hourly = {p: load_candles(datadir, p, "1h") for p in PAIRS}
             start = max(df["date"].iloc[0] for df in hourly.values())
@@ -69,7 +69,7 @@ def load_market(args: argparse.Namespace, sim: SimConfig) -> tuple[MarketData, s
             regimes = RegimeDetector().detect(feats)
             print(f"regime detector (1h, walk-forward): {time.perf_counter() - t0:.0f} s")
     else:
-        from learning.synth import SynthConfig, generate_market, resample_candles
+        from learning.data.synth import SynthConfig, generate_market, resample_candles
 
         market = generate_market(SynthConfig(days=args.synth_days))
         frames = {p: (df if args.timeframe == "5m" else resample_candles(df, args.timeframe))
@@ -77,7 +77,7 @@ def load_market(args: argparse.Namespace, sim: SimConfig) -> tuple[MarketData, s
         regimes = pd.DataFrame({"date": market.regimes["date"]})
         for col, r in zip(PROB_COLUMNS, REGIMES):
             regimes[col] = (market.regimes["regime"] == r.value).astype(float)
-        source = "SYNTHETIC market (learning.synth; true regimes); not real prices"
+        source = "SYNTHETIC market (learning.data.synth; true regimes); not real prices"
         if args.split is None:
             args.split = str(market.regimes["date"].iloc[int(len(market.regimes) * 0.7)])
     t0 = time.perf_counter()

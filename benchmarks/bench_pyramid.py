@@ -51,7 +51,7 @@ from freqtrade.freqai.prediction_models.ReinforcementLearner import (  # noqa: E
     ReinforcementLearner,
 )
 
-from learning.freqai_ppo import PPOPyramidingBase  # noqa: E402
+from learning.agents.pyramid_freqai import PPOPyramidingBase  # noqa: E402
 
 PAIR = "BTC/USDT"
 PAIRS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
@@ -168,7 +168,7 @@ def part_a(cycles: int, reps: int) -> dict:
 
 
 def part_b(days: int, cycles: int) -> dict:
-    from learning.localrun import freqtrade_backtest, local_exchange
+    from learning.exchange.localrun import freqtrade_backtest, local_exchange
 
     datadir = os.environ.get("ADVL_DATA_DIR")
     if not datadir:

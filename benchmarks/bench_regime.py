@@ -1,6 +1,6 @@
 """Accuracy, crash delay and speed of the regime detector.
 
-1. Synthetic market (learning.synth, known regimes): 5m candles resampled to 1h, walk-forward
+1. Synthetic market (learning.data.synth, known regimes): 5m candles resampled to 1h, walk-forward
    detection, balanced accuracy of the filtered regime against the truth at each candle's close,
    confusion matrix, and the delay with which crash episodes are flagged CRISIS. Scored on seeds
    the defaults were not tuned on (they were tuned on seed 1, and seeds 5 and 6 settled one
@@ -32,9 +32,9 @@ import pandas as pd  # noqa: E402
 from sklearn.discriminant_analysis import QuadraticDiscriminantAnalysis  # noqa: E402
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, recall_score  # noqa: E402
 
-from learning.data import DATA_DIR_ENV, default_data_dir, load_candles  # noqa: E402
-from learning.regime import REGIMES, RegimeConfig, RegimeDetector, regime_features  # noqa: E402
-from learning.synth import (  # noqa: E402
+from learning.brain.regime import REGIMES, RegimeConfig, RegimeDetector, regime_features  # noqa: E402
+from learning.data.candles import DATA_DIR_ENV, default_data_dir, load_candles  # noqa: E402
+from learning.data.synth import (  # noqa: E402
     SynthConfig,
     SynthMarket,
     generate_market,
@@ -246,12 +246,12 @@ def main() -> int:
         print("--seeds must not include --tune-seed", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.ERROR)
-    logging.getLogger("learning.regime").addHandler(FITS)
+    logging.getLogger("learning.brain.regime").addHandler(FITS)
     cfg = RegimeConfig()
     if args.config is not None:
         import json
 
-        from learning.config import load_learning_config
+        from learning.strategy.config import load_learning_config
 
         cfg = load_learning_config(json.loads(args.config.read_text())).regime.detector
     print(f"detector: fit_window {cfg.fit_window}, min_fit {cfg.min_fit_candles}, refit every "

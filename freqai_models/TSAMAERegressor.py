@@ -1,6 +1,6 @@
 """FreqAI plug-in: ``--freqaimodel TSAMAERegressor --freqaimodel-path freqai_models``."""
 
-from learning.freqai_tsamae import TSAMAERegressorBase
+from learning.encoder.freqai import TSAMAERegressorBase
 
 
 class TSAMAERegressor(TSAMAERegressorBase):
@@ -11,5 +11,5 @@ class TSAMAERegressor(TSAMAERegressorBase):
     embed every row's 240-candle window, fit a ridge head on the embeddings for the strategy's
     ``&`` targets. ``predict`` adds ``&-anomaly`` (declare it in ``set_freqai_targets`` as 0.0)
     and sets ``do_predict=0`` where no full valid window exists. Dry/live needs
-    ``freqai.conv_width >= 241``. All logic lives in :mod:`learning.freqai_tsamae`.
+    ``freqai.conv_width >= 241``. All logic lives in :mod:`learning.encoder.freqai`.
     """

@@ -3,7 +3,7 @@
 Each command lives beside the code it drives, in a module exposing
 ``register(subparsers) -> None``; the module adds its sub-parser and sets ``func`` (a callable
 taking the parsed ``argparse.Namespace`` and returning an exit code). This file only wires them.
-Errors derived from :class:`~learning.errors.LearningError` end the command with a one-line
+Errors derived from :class:`~learning.core.errors.LearningError` end the command with a one-line
 message and exit code 2, never a traceback.
 """
 
@@ -15,7 +15,7 @@ import logging
 import sys
 
 from learning import __version__
-from learning.errors import LearningError
+from learning.core.errors import LearningError
 
 # Modules that contribute sub-commands (each defines register(subparsers)).
 COMMAND_MODULES: tuple[str, ...] = (

@@ -1,11 +1,12 @@
 """AdvancedLearning: a self-learning freqtrade strategy with hard risk limits.
 
-All behaviour lives in the installed ``learning`` package (``learning.strategy``); this file only
-names the class freqtrade loads (``--strategy AdvancedLearning``). Hyperoptable parameters:
+All behaviour lives in the installed ``learning`` package (``learning.strategy.strategy``); this
+file only names the class freqtrade loads (``--strategy AdvancedLearning``). Hyperoptable
+parameters:
 ``entry_threshold`` (buy space), ``exit_threshold`` and ``stop_atr_mult`` (sell space).
 """
 
-from learning.strategy import AdvancedLearningStrategy
+from learning.strategy.strategy import AdvancedLearningStrategy
 
 
 class AdvancedLearning(AdvancedLearningStrategy):

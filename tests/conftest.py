@@ -1,7 +1,9 @@
-"""Shared fixtures: a seeded rng, a small synthetic OHLCV frame, the real data dir when present."""
+"""Shared fixtures: a seeded rng, a small synthetic OHLCV frame, the real data dir when present,
+the strategy as freqtrade builds it for a backtest."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -51,3 +53,15 @@ def real_data_dir() -> Path:
     path = Path(value)
     assert path.is_dir(), f"ADVL_DATA_DIR={value} does not exist"
     return path
+
+
+def make_strategy(tmp_path: Path):
+    """AdvancedLearning built from the shipped config.json for a backtest, state in tmp_path."""
+    from freqtrade.enums import RunMode
+    from freqtrade.strategy import IStrategy  # noqa: F401  (freqtrade import order)
+
+    from strategies.AdvancedLearning import AdvancedLearning
+
+    config = json.loads((ROOT / "config.json").read_text())
+    config.update({"user_data_dir": str(tmp_path), "runmode": RunMode.BACKTEST})
+    return AdvancedLearning(config)

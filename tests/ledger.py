@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from learning.data import load_candles
+from learning.data.candles import load_candles
 
 
 @dataclass(frozen=True)

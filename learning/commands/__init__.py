@@ -1,1 +1,2 @@
-"""ftlearn sub-commands, one module per group (see learning.cli)."""
+"""ftlearn sub-commands, one module per group (see learning.cli).
+"""

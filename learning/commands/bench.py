@@ -1,4 +1,5 @@
-"""``ftlearn bench``: the walk-forward benchmark (the rules and variants: :mod:`learning.bench`).
+"""``ftlearn bench``: the walk-forward benchmark (the rules and variants:
+:mod:`learning.bench.runner`).
 
 Prints progress per variant, writes ``report.md``, ``results.json``, ``summary.md`` and PNG plots
 into the results folder, then prints a summary ready to paste into the README.
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from learning.errors import ConfigError, DataError
+from learning.core.errors import ConfigError, DataError
 
 
 def _csv(values: list[str] | None) -> list[str]:
@@ -63,8 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from learning.bench import REPO_ROOT, freqai_file
-    from learning.bench_variants import VARIANTS
+    from learning.bench.runner import REPO_ROOT, freqai_file
+    from learning.bench.variants import VARIANTS
 
     rows = []
     for v in VARIANTS:
@@ -97,11 +98,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         # freqtrade's loaders log every file they read; the bench prints its own progress.
         for name in ("freqtrade", "matplotlib"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    from learning import bench as B
-    from learning import bench_variants as BV
-    from learning.bench_report import summary_text, to_json, write_outputs
-    from learning.data import default_data_dir
-    from learning.ftconfig import load_ft_config
+    from learning.bench import runner as B
+    from learning.bench import variants as BV
+    from learning.bench.report import summary_text, to_json, write_outputs
+    from learning.core.ftconfig import load_ft_config
+    from learning.data.candles import default_data_dir
 
     datadir = args.datadir or default_data_dir()
     if datadir is None:

@@ -7,15 +7,15 @@ import argparse
 import json
 from datetime import UTC, datetime
 
-from learning.brain import SCHEMA_VERSION as BRAIN_SCHEMA
-from learning.brain import Brain
-from learning.config import load_learning_config
-from learning.control import halt, read_control, resume
-from learning.ftconfig import load_ft_config, runmode_of, store_for
-from learning.risk import SCHEMA_VERSION as RISK_SCHEMA
-from learning.risk import RiskGuard, RiskState
-from learning.strategy import RISK_STATE_NAME
-from learning.strategy_brain import BRAIN_STATE_NAME
+from learning.brain.decision import SCHEMA_VERSION as BRAIN_SCHEMA
+from learning.brain.decision import Brain
+from learning.core.control import halt, read_control, resume
+from learning.core.ftconfig import load_ft_config, runmode_of, store_for
+from learning.core.risk import SCHEMA_VERSION as RISK_SCHEMA
+from learning.core.risk import RiskGuard, RiskState
+from learning.strategy.brain_hooks import BRAIN_STATE_NAME
+from learning.strategy.config import load_learning_config
+from learning.strategy.strategy import RISK_STATE_NAME
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -220,10 +220,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
-    from learning.data import default_data_dir, load_candles
-    from learning.errors import StateError
-    from learning.regime import RegimeDetector, regime_features
-    from learning.report import write_report
+    from learning.brain.regime import RegimeDetector, regime_features
+    from learning.brain.report import write_report
+    from learning.core.errors import StateError
+    from learning.data.candles import default_data_dir, load_candles
 
     ft, cfg, runmode, store = _context(args)
     info = stats_dict(args)
@@ -262,10 +262,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def config_reference_markdown() -> str:
-    from learning.config import reference_rows
+    from learning.core.config import reference_rows
+    from learning.strategy.config import LearningConfig
 
     lines = ["| key | default | meaning |", "| --- | --- | --- |"]
-    for key, default, help_ in reference_rows():
+    for key, default, help_ in reference_rows(LearningConfig):
         lines.append(f"| `{key}` | `{default}` | {help_.replace('|', '/')} |")
     return "\n".join(lines)
 

@@ -10,9 +10,9 @@ import argparse
 import json
 from pathlib import Path
 
-from learning.data import check_candles, default_data_dir, list_pairs, load_candles
-from learning.errors import DataError
-from learning.synth import (
+from learning.core.errors import DataError
+from learning.data.candles import check_candles, default_data_dir, list_pairs, load_candles
+from learning.data.synth import (
     DEFAULT_TIMEFRAMES,
     MARKER_FILE,
     NOTE,

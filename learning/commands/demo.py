@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from learning.data import default_data_dir, list_pairs, load_candles
-from learning.errors import DataError
-from learning.ftconfig import load_ft_config
-from learning.localrun import REPO_ROOT, freqtrade_backtest, local_exchange
+from learning.core.errors import DataError
+from learning.core.ftconfig import load_ft_config
+from learning.data.candles import default_data_dir, list_pairs, load_candles
+from learning.exchange.localrun import REPO_ROOT, freqtrade_backtest, local_exchange
 
 SYNTH_DIR = Path("user_data/data/synthetic")
 

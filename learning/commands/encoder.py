@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from learning.data import DATA_DIR_ENV, load_candles
-from learning.encoder import EncoderConfig, resolve_device
-from learning.encoder_train import TrainConfig, load_checkpoint, pretrain, save_checkpoint
-from learning.errors import ConfigError, DataError
+from learning.core.errors import ConfigError, DataError
+from learning.data.candles import DATA_DIR_ENV, load_candles
+from learning.encoder.model import EncoderConfig, resolve_device
+from learning.encoder.pretrain import TrainConfig, load_checkpoint, pretrain, save_checkpoint
 
 DEFAULT_OUT = "user_data/learning/encoder/tsamae.pt"
 

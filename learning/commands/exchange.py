@@ -15,8 +15,8 @@ import threading
 from datetime import timedelta
 from pathlib import Path
 
-from learning.data import DATA_DIR_ENV, default_data_dir
-from learning.errors import ConfigError
+from learning.core.errors import ConfigError
+from learning.data.candles import DATA_DIR_ENV, default_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from learning.exchange import LocalExchange, serve, write_overlay
+    from learning.exchange.server import LocalExchange, serve, write_overlay
 
     if args.datadir is None:
         raise ConfigError(f"--datadir is required (or set ${DATA_DIR_ENV})")

@@ -1,4 +1,5 @@
-"""``ftlearn policy``: the champion/challenger registry (the rules: :mod:`learning.policy`)."""
+"""``ftlearn policy``: the champion/challenger registry (the rules:
+:mod:`learning.router.router`)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from learning.policy import POLICY_TYPES, PolicyReport, Router, default_db_path
+from learning.router.router import POLICY_TYPES, PolicyReport, Router, default_db_path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "policy", help="register, inspect and retire the policies the router A/B tests",
         description="The policy registry and Thompson-sampling router. The rules are in the "
-        "docstring of learning.policy.")
+        "docstring of learning.router.router.")
     parser.set_defaults(func=lambda _args: (parser.print_help(), 1)[1])
     actions = parser.add_subparsers(dest="policy_command", metavar="ACTION")
 

@@ -1,0 +1,2 @@
+"""``ftlearn bench``: runner, variants, metrics, report and the bundled baseline strategies.
+"""

@@ -1,0 +1,137 @@
+"""The variants of ``ftlearn bench`` as a data table (:data:`VARIANTS`).
+
+AdvancedLearning with every tier ("full"), one ablation per tier (each switches exactly one tier
+off through configuration), two opt-in pyramiding variants, and the baselines a freqtrade user
+would run instead. :mod:`learning.bench.runner` runs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from learning.core.errors import ConfigError
+
+Kind = Literal["full", "ablation", "baseline"]
+TSAMAE_CONFIG = "configs/freqai-tsamae.json"
+LGBM_PARAMS = {"n_estimators": 400, "learning_rate": 0.05, "random_state": 1, "n_jobs": 1,
+               "verbosity": -1}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One line of the benchmark.
+
+    ``freqai_config``: a FreqAI config file (``asset:NAME`` in ``learning/bench/assets`` or a
+    path relative to the repo); ``freqai_required=False`` runs the variant without FreqAI when
+    the file is missing (noted in the report), ``True`` skips it. ``freqai_replace`` replaces
+    whole keys of its ``freqai`` section; ``quick_freqai`` is deep-merged into it with
+    ``--quick``. ``strategy_files`` (``template:NAME`` from freqtrade's templates, ``asset:NAME``)
+    are copied into the run's strategy folder. ``builtin="buy_and_hold"`` needs no freqtrade.
+    ``learning_section``: the strategy parses ``advanced_learning`` (checked before the run).
+    """
+
+    name: str
+    strategy: str
+    config_overlay: dict[str, Any] = field(default_factory=dict)
+    extra_args: tuple[str, ...] = ()
+    freqaimodel: str | None = None
+    kind: Kind = "ablation"
+    description: str = ""
+    freqai_config: str | None = None
+    freqai_required: bool = True
+    freqai_replace: dict[str, Any] = field(default_factory=dict)
+    quick_freqai: dict[str, Any] = field(default_factory=dict)
+    strategy_files: tuple[str, ...] = ()
+    builtin: str | None = None
+    learning_section: bool = False
+    default: bool = True  # False: run only when named with --only (long comparisons)
+
+
+def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(
+            out.get(k), Mapping) else v
+    return out
+
+
+def _al(name: str, overlay: dict[str, Any], description: str, kind: Kind = "ablation",
+        **kw: Any) -> Variant:
+    base = dict(strategy="AdvancedLearning", freqaimodel="TSAMAERegressor",
+                freqai_config=TSAMAE_CONFIG, freqai_required=False, learning_section=True,
+                quick_freqai={"train_period_days": 7, "backtest_period_days": 7,
+                              "model_training_parameters": {"train": {"epochs": 1}}})
+    base.update(kw)
+    # Every tier on in the full configuration; an ablation switches exactly one off.
+    section = deep_merge(FULL_LEARNING, overlay)
+    return Variant(name=name, config_overlay={"advanced_learning": section},
+                   kind=kind, description=description, **base)
+
+
+#: What "full" turns on beyond the shipped config.json: the trade-parameter agents (trained by
+#: the bench on the days before the evaluated range) and the policy router (rule vs brain).
+FULL_LEARNING: dict[str, Any] = {"sizing": {"agent": "ppo"}, "router": {"enabled": True}}
+#: Days of candles before the evaluated range the Tier 3 agents are trained on.
+AGENT_TRAIN_DAYS = 60
+
+
+QUICK_LGBM = {"train_period_days": 7, "backtest_period_days": 7,
+              "model_training_parameters": {"n_estimators": 50}}
+VARIANTS: tuple[Variant, ...] = (
+    _al("full", {}, "AdvancedLearning with every tier and the TSA-MAE FreqAI model", "full"),
+    _al("no_regime", {"regime": {"enabled": False}}, "regime detector off (every candle UNKNOWN)"),
+    _al("no_bandit", {"bandit": {"enabled": False}}, "bandit off: equal component weights"),
+    _al("no_meta", {"meta": {"force_learner": "Balanced"}}, "meta-learner off: Balanced only"),
+    _al("no_encoder", {}, "LightGBMRegressor on the strategy's features instead of TSA-MAE",
+        freqaimodel="LightGBMRegressor", freqai_required=True,
+        freqai_replace={"model_training_parameters": LGBM_PARAMS},
+        quick_freqai={"train_period_days": 7, "backtest_period_days": 7,
+                      "model_training_parameters": {"n_estimators": 50}}),
+    _al("no_ppo", {"sizing": {"agent": "rule"}}, "rule-based sizing instead of the PPO agent"),
+    _al("no_router", {"router": {"enabled": False}}, "policy router off"),
+    # Issue 4's comparison (opt-in, --only pyramid_ppo,pyramid_rule): the PPOPyramiding agent
+    # against the rule-based scale-in/trim, everything else equal.
+    _al("pyramid_ppo", {}, "PPOPyramiding FreqAI agent drives scale-ins, trims and closes",
+        freqaimodel="PPOPyramiding", freqai_config="configs/freqai-ppo.json",
+        freqai_required=True, default=False,
+        quick_freqai={"train_period_days": 7, "backtest_period_days": 7,
+                      "rl_config": {"train_cycles": 1}}),
+    _al("pyramid_rule", {}, "rule-based scale-in and trim (no FreqAI model)",
+        freqaimodel=None, freqai_config=None, default=False),
+    Variant("buy_and_hold", "-", kind="baseline", builtin="buy_and_hold",
+            description="equal-weight buy-and-hold of the same pairs, computed from the candles "
+            "(entry at the first open, exit at the last close, same fee both ways)"),
+    Variant("sample_strategy", "SampleStrategy", kind="baseline",
+            strategy_files=("template:sample_strategy.py",),
+            description="freqtrade's SampleStrategy template (RSI/TEMA/Bollinger)"),
+    Variant("freqai_lightgbm", "FreqaiExampleSpot", kind="baseline",
+            freqaimodel="LightGBMRegressor", freqai_config="asset:freqai_lightgbm.json",
+            strategy_files=("asset:FreqaiExampleSpot.py",), quick_freqai=QUICK_LGBM,
+            description="freqtrade's FreqaiExampleStrategy (long-only) with LightGBMRegressor"),
+    Variant("freqai_rl", "RLExampleStrategy", kind="baseline",
+            freqaimodel="ReinforcementLearner", freqai_config="asset:freqai_rl.json",
+            strategy_files=("asset:RLExampleStrategy.py",),
+            quick_freqai={"train_period_days": 7, "backtest_period_days": 7,
+                          "model_training_parameters": {"n_steps": 256, "n_epochs": 2},
+                          "rl_config": {"train_cycles": 1, "net_arch": [32, 32]}},
+            description="FreqAI ReinforcementLearner (PPO, 5-action env) with the docs' RL "
+            "example strategy, long-only"),
+)
+
+
+def variant_names(variants: Iterable[Variant] = VARIANTS) -> list[str]:
+    return [v.name for v in variants]
+
+
+def select_variants(only: Sequence[str] | None, variants: Sequence[Variant] = VARIANTS
+                    ) -> list[Variant]:
+    if not only:
+        return [v for v in variants if v.default]
+    known = {v.name: v for v in variants}
+    unknown = [n for n in only if n not in known]
+    if unknown:
+        raise ConfigError(f"unknown variant(s) {', '.join(unknown)}; known: "
+                          f"{', '.join(known)}")
+    return [known[n] for n in only]

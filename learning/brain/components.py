@@ -1,0 +1,116 @@
+"""The *theme* and *sentiment* component scores (each in [-1, 1], causal).
+
+* **theme / momentum**: the pair's cross-sectional relative strength. Over a trailing window
+  (default one day) the pair's log return is compared with the median of the other whitelisted
+  pairs (in units of their cross-sectional spread) and with BTC's (in units of the pair's own
+  volatility over the window). Strong relative performance scores positive.
+* **sentiment**: a market fear/greed *proxy* computed from BTC candles only. It is not a survey
+  index: greed = BTC's one-week momentum (in volatility units); fear = a volatility spike over its
+  monthly baseline, a drawdown from the monthly high, and volume surges on down days. When a
+  funding-rate series is supplied (futures data present), positive funding (crowded longs) adds
+  to greed and negative funding to fear.
+
+Every series is trailing (rolling windows, no centring, no whole-column statistics); other
+series are aligned with a backward as-of join, so the value at t reads candles <= t only.
+``tests/brain/test_components.py`` proves it with prefix tests.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+_EPS = 1e-12
+
+
+def _log_return(close: pd.Series, window: int) -> pd.Series:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(close / close.shift(window))
+
+
+def align_close(dates: pd.Series, other: pd.DataFrame) -> pd.Series:
+    """``other``'s close as known at each of ``dates`` (backward as-of join, causal)."""
+    left = pd.DataFrame({"date": pd.to_datetime(dates, utc=True).astype("datetime64[ns, UTC]")})
+    right = other[["date", "close"]].copy()
+    right["date"] = pd.to_datetime(right["date"], utc=True).astype("datetime64[ns, UTC]")
+    merged = pd.merge_asof(left, right.sort_values("date"), on="date", direction="backward")
+    return merged["close"].set_axis(dates.index)
+
+
+def theme_score(df: pd.DataFrame, others: Mapping[str, pd.DataFrame],
+                btc: pd.DataFrame | None, window: int = 288) -> pd.Series:
+    """Relative strength of ``df``'s pair against ``others`` (excluding itself) and ``btc``."""
+    close = df["close"].astype("float64")
+    r_pair = _log_return(close, window)
+    logret = np.log(close / close.shift(1))
+    own_vol = logret.rolling(window, min_periods=window // 2).std() * np.sqrt(window)
+    parts = []
+    if others:
+        cross = pd.DataFrame({p: _log_return(align_close(df["date"], o), window)
+                              for p, o in others.items()})
+        everyone = pd.concat([cross, r_pair.rename("_self")], axis=1)
+        spread = everyone.std(axis=1, ddof=0)
+        parts.append((r_pair - cross.median(axis=1)) / (spread + _EPS))
+    if btc is not None:
+        r_btc = _log_return(align_close(df["date"], btc), window)
+        parts.append((r_pair - r_btc) / (own_vol + _EPS))
+    if not parts:
+        return pd.Series(np.nan, index=df.index)
+    z = sum(parts) / len(parts)
+    return np.tanh(0.75 * z).clip(-1, 1)
+
+
+def sentiment_score(btc: pd.DataFrame, funding: pd.DataFrame | None = None, *,
+                    day: int = 24) -> pd.Series:
+    """Fear (-1) / greed (+1) proxy on BTC candles of any timeframe with ``day`` candles a day."""
+    close = btc["close"].astype("float64")
+    logret = np.log(close / close.shift(1))
+    week, month = 7 * day, 30 * day
+    vol_day = logret.rolling(day, min_periods=day).std()
+    vol_base = logret.rolling(month, min_periods=week).std()
+    momentum = np.tanh(_log_return(close, week) / (vol_base * np.sqrt(week) + _EPS))
+    vol_spike = -np.tanh(np.log((vol_day + _EPS) / (vol_base + _EPS)).clip(lower=0))
+    drawdown = close / close.rolling(month, min_periods=week).max() - 1.0
+    dd_fear = np.tanh(drawdown / 0.10)  # in [-1, 0]
+    lv = np.log1p(btc["volume"].astype("float64").clip(lower=0))
+    vol_z = (lv - lv.rolling(month, min_periods=week).mean()) / (
+        lv.rolling(month, min_periods=week).std() + _EPS)
+    surge = np.tanh(vol_z.clip(lower=0)) * np.sign(_log_return(close, day))
+    score = 0.35 * momentum + 0.25 * vol_spike + 0.25 * dd_fear + 0.15 * surge
+    if funding is not None and len(funding):
+        rate = _aligned_value(btc["date"], funding, "funding_rate")
+        # 0.01% per 8h is the neutral level on most venues; 0.05% is crowded.
+        score = 0.85 * score + 0.15 * np.tanh((rate - 1e-4) / 4e-4).fillna(0.0)
+    return score.clip(-1, 1)
+
+
+def _aligned_value(dates: pd.Series, frame: pd.DataFrame, column: str) -> pd.Series:
+    renamed = frame.rename(columns={column: "close"})
+    return align_close(dates, renamed)
+
+
+def pair_features(df: pd.DataFrame, timeframe: str, trend_days: float = 3.0,
+                  vol_days: float = 3.0, high_days: float = 7.0) -> pd.DataFrame:
+    """Causal per-candle ``trend`` (log return over ``trend_days`` / (daily vol √days)), ``vol``
+    (daily volatility from ``vol_days`` of log returns) and ``drawdown`` (1 - close / the highest
+    high of ``high_days``). Row t uses candles <= t only."""
+    per_day = 1440.0 / _tf_minutes(timeframe)
+    close = pd.Series(df["close"].to_numpy(dtype=float))
+    high = pd.Series(df["high"].to_numpy(dtype=float))
+    logc = np.log(close.where(close > 0))
+    wv = max(2, round(vol_days * per_day))
+    vol = logc.diff().rolling(wv, min_periods=max(2, wv // 2)).std() * math.sqrt(per_day)
+    wt = max(1, round(trend_days * per_day))
+    trend = (logc - logc.shift(wt)) / (vol * math.sqrt(wt / per_day))
+    hh = high.rolling(max(1, round(high_days * per_day)), min_periods=1).max()
+    return pd.DataFrame({"trend": trend.to_numpy(), "vol": vol.to_numpy(),
+                         "drawdown": (1.0 - close / hh).to_numpy()})
+
+
+def _tf_minutes(timeframe: str) -> int:
+    from learning.data.candles import timeframe_to_minutes
+
+    return timeframe_to_minutes(timeframe)

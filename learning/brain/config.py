@@ -1,0 +1,73 @@
+"""The brain's sections of the ``advanced_learning`` config: regime detector, bandit, decision
+flow. The parameters of each model (``RegimeConfig``, ``BanditConfig``, ``MetaConfig``) live
+with the model; :mod:`learning.strategy.config` assembles the whole section."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from learning.brain.bandit import BanditConfig
+from learning.brain.meta import MetaConfig
+from learning.brain.regime_config import RegimeConfig
+from learning.core.config import _f
+
+
+def _regime_defaults() -> RegimeConfig:
+    # Windows that fit in the history freqtrade can provide at start-up (5000 candles of the
+    # main timeframe, about 17 days of 5m): a two-week fit window, refitted weekly.
+    return RegimeConfig(fit_window=336, min_fit_candles=168, vol_baseline_window=168,
+                        refit_every=168, burn_in=48)
+
+
+@dataclass(frozen=True)
+class RegimeSettings:
+    """Tier 2: the market regime detector, run on BTC and the whitelist at
+    ``detector.timeframe`` (an informative timeframe, 1h by default)."""
+
+    enabled: bool = _f(True, "Detect regimes; false: every candle is UNKNOWN (an ablation).")
+    btc_pair: str = _f("BTC/USDT", "The market factor: regime and sentiment are read from it.")
+    detector: RegimeConfig = _f(_regime_defaults(), "Detector parameters (RegimeConfig); defaults "
+                                "suit 1h candles and a two-week fit window.")
+
+
+@dataclass(frozen=True)
+class BanditSettings:
+    """Tier 1: the component-weight bandit (per learner and regime)."""
+
+    enabled: bool = _f(True, "Learn component weights; false: equal weights (an ablation).")
+    params: BanditConfig = _f(BanditConfig(), "Bandit parameters.")
+
+
+@dataclass(frozen=True)
+class BrainConfig:
+    """Decision flow and circuit breakers."""
+
+    seed: int = _f(0, "Seed of the decision sampler (Thompson draws); stored with the state.",
+                   (0, 2**31 - 1))
+    theme_window: int = _f(288, "Candles of trailing return for the theme score (288 = 1 day "
+                           "of 5m).", (2, 100_000))
+    breaker_trades: int = _f(20, "Learning pauses while the Sharpe of the last N closed trades "
+                             "is below 0 (N = this).", (2, 10_000))
+    fallback_drawdown: float = _f(0.10, "Rule-based fallback (technical score, Balanced "
+                                  "learner, no sampling) while drawdown exceeds this.",
+                                  (0.0, 1.0))
+    warm_start: bool = _f(False, "Backtests load learned state from an earlier backtest whose "
+                          "data ended before this one starts (never dry/live state).")
+    decision_log: int = _f(2000, "Decisions kept in the state (oldest dropped).", (0, 10**6))
+
+
+class BrainSections(Protocol):
+    """What the decision flow reads of the plugin's config (``LearningConfig`` has it all)."""
+
+    @property
+    def regime(self) -> RegimeSettings: ...
+
+    @property
+    def bandit(self) -> BanditSettings: ...
+
+    @property
+    def meta(self) -> MetaConfig: ...
+
+    @property
+    def brain(self) -> BrainConfig: ...

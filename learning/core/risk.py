@@ -1,0 +1,238 @@
+"""Hard risk limits: the guard every entry, add, trim and exit decision passes through.
+
+Limits (defaults; see :class:`learning.core.config.RiskConfig`):
+
+* one trade's stake, pyramiding adds included, at most ``max_position_pct`` (20%) of equity;
+* a loss of ``max_daily_loss_pct`` (2%) from the UTC day's opening equity blocks entries and adds
+  for the rest of that day and exits open positions;
+* a drawdown of ``max_drawdown_pct`` (15%) from the equity peak flattens and halts entries until a
+  manual reset;
+* the CRISIS regime means cash only (no entries, open positions exited);
+* a manual halt (``ftlearn halt``) blocks entries and adds while the bot runs.
+
+Equity is starting balance + closed profit + realized profit of partial exits + unrealized PnL of
+open trades (freqtrade's wallet leaves unrealized PnL out, docs/freqai-notes §4.3); the caller
+computes it and passes it in together with ``now``, so the guard itself is pure and repeatable.
+
+Nothing here raises on the trading path: every check returns a :class:`Verdict` with reasons, and
+non-finite inputs produce a refusing verdict.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from learning.core.config import SECTION, _f, parse_section
+
+SCHEMA_VERSION = 1
+MAX_EVENTS = 200
+
+
+@dataclass(frozen=True)
+class RiskConfig:
+    """Hard risk limits. No code path may exceed them."""
+
+    max_position_pct: float = _f(
+        0.20, "Largest stake of one trade, pyramiding adds included, as a fraction of equity.",
+        (0.001, 1.0))
+    max_daily_loss_pct: float = _f(
+        0.02, "Loss from the UTC day's opening equity that blocks entries and adds for the rest "
+        "of the day and exits open positions.", (0.001, 1.0))
+    max_drawdown_pct: float = _f(
+        0.15, "Drawdown from the equity peak that flattens all positions and halts entries "
+        "until a manual reset (ftlearn resume --reset-drawdown).", (0.001, 1.0))
+    crisis_cash_only: bool = _f(
+        True, "In the CRISIS regime hold cash only: no entries, open positions exited.")
+
+
+def risk_config(ft_config: Mapping[str, Any]) -> RiskConfig:
+    """The hard limits from a (merged) freqtrade config's ``advanced_learning.risk``."""
+    section = ft_config.get(SECTION) or {}
+    return parse_section(RiskConfig, section.get("risk") if isinstance(section, Mapping) else
+                         section, f"{SECTION}.risk")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The guard's answer: whether to act, the (clamped) amount allowed, and why."""
+
+    allowed: bool
+    amount: float = 0.0
+    reasons: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+
+@dataclass
+class RiskState:
+    """What the guard remembers between candles and across restarts (persisted as JSON)."""
+
+    peak_equity: float | None = None
+    day: str | None = None  # UTC date (YYYY-MM-DD) of day_open_equity
+    day_open_equity: float | None = None
+    daily_halt_day: str | None = None  # the UTC day on which the daily loss limit was hit
+    drawdown_halt: bool = False
+    drawdown_halt_since: str | None = None
+    manual_halt: bool = False
+    manual_halt_reason: str = ""
+    reset_token_applied: int = 0
+    last_equity: float | None = None
+    last_update: str | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_state(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_state(cls, data: dict[str, Any]) -> RiskState:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def _finite_positive(x: float | None) -> bool:
+    return x is not None and isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+class RiskGuard:
+    """Applies :class:`RiskConfig` to a :class:`RiskState`. Pure apart from mutating the state."""
+
+    def __init__(self, config: RiskConfig, state: RiskState | None = None) -> None:
+        self.config = config
+        self.state = state or RiskState()
+
+    # ------------------------------------------------------------------ observation
+    def observe(self, now: datetime, equity: float) -> list[str]:
+        """Feed the current equity; rolls the UTC day, tracks the peak and trips the limits.
+
+        Returns the events raised by this observation (e.g. ``["daily_loss_limit"]``).
+        """
+        s = self.state
+        if not _finite_positive(equity):
+            return []
+        events: list[str] = []
+        today = now.strftime("%Y-%m-%d")
+        if s.day != today:
+            s.day, s.day_open_equity = today, equity
+        if s.peak_equity is None or equity > s.peak_equity:
+            s.peak_equity = equity
+        s.last_equity, s.last_update = equity, now.isoformat()
+
+        if (s.daily_halt_day != today and s.day_open_equity
+                and equity <= s.day_open_equity * (1.0 - self.config.max_daily_loss_pct)):
+            s.daily_halt_day = today
+            events.append("daily_loss_limit")
+            self._event(now, "daily_loss_limit",
+                        f"equity {equity:.2f} <= {1 - self.config.max_daily_loss_pct:.2%} of "
+                        f"day open {s.day_open_equity:.2f}")
+        if not s.drawdown_halt and equity <= s.peak_equity * (1.0 - self.config.max_drawdown_pct):
+            s.drawdown_halt, s.drawdown_halt_since = True, now.isoformat()
+            events.append("max_drawdown")
+            self._event(now, "max_drawdown",
+                        f"equity {equity:.2f} is {1 - equity / s.peak_equity:.2%} below the peak "
+                        f"{s.peak_equity:.2f}")
+        return events
+
+    def apply_control(self, now: datetime, halted: bool, reason: str, reset_token: int,
+                      equity: float | None) -> list[str]:
+        """Apply the user's manual controls (``ftlearn halt/resume``) read from the control file."""
+        s, events = self.state, []
+        if halted != s.manual_halt:
+            s.manual_halt, s.manual_halt_reason = halted, reason if halted else ""
+            events.append("manual_halt" if halted else "manual_resume")
+            self._event(now, events[-1], reason)
+        if reset_token > s.reset_token_applied:
+            s.reset_token_applied = reset_token
+            if s.drawdown_halt:
+                s.drawdown_halt, s.drawdown_halt_since = False, None
+                # Restart the peak from here, or the halt would trip again at once.
+                s.peak_equity = equity if _finite_positive(equity) else s.last_equity
+                events.append("drawdown_reset")
+                self._event(now, "drawdown_reset", "manual reset of the drawdown halt")
+        return events
+
+    def _event(self, now: datetime, kind: str, detail: str) -> None:
+        self.state.events.append({"time": now.isoformat(), "kind": kind, "detail": detail})
+        del self.state.events[:-MAX_EVENTS]
+
+    # ------------------------------------------------------------------ queries
+    def daily_halted(self, now: datetime) -> bool:
+        return self.state.daily_halt_day == now.strftime("%Y-%m-%d")
+
+    def blocks(self, now: datetime, crisis: bool = False) -> tuple[str, ...]:
+        """Reasons that currently block new entries and adds (empty tuple = none)."""
+        s, reasons = self.state, []
+        if s.drawdown_halt:
+            reasons.append("max_drawdown_halt")
+        if self.daily_halted(now):
+            reasons.append("daily_loss_halt")
+        if s.manual_halt:
+            reasons.append("manual_halt")
+        if crisis and self.config.crisis_cash_only:
+            reasons.append("crisis_cash_only")
+        return tuple(reasons)
+
+    def exit_reason(self, now: datetime, crisis: bool = False) -> str | None:
+        """The reason to close an open position now, or None (manual halt does not force exits)."""
+        s = self.state
+        if s.drawdown_halt:
+            return "risk_max_drawdown"
+        if self.daily_halted(now):
+            return "risk_daily_loss"
+        if crisis and self.config.crisis_cash_only:
+            return "risk_crisis"
+        return None
+
+    def max_stake(self, equity: float) -> float:
+        """Largest total stake one trade may hold."""
+        return self.config.max_position_pct * equity if _finite_positive(equity) else 0.0
+
+    def check_stake(self, now: datetime, equity: float, requested: float, *,
+                    held: float = 0.0, min_stake: float | None = None,
+                    crisis: bool = False) -> Verdict:
+        """Clamp a new entry (``held`` = 0) or an add to an open trade (``held`` = its stake).
+
+        The result never lets ``held + amount`` exceed ``max_position_pct * equity``. When the
+        exchange minimum cannot be met inside the cap the entry is refused rather than rounded
+        up (freqtrade would otherwise raise a small stake to the minimum).
+        """
+        if not _finite_positive(equity):
+            return Verdict(False, 0.0, ("equity_unknown",))
+        if not (isinstance(requested, (int, float)) and math.isfinite(requested)) or requested <= 0:
+            return Verdict(False, 0.0, ("no_stake_requested",))
+        blocked = self.blocks(now, crisis)
+        if blocked:
+            return Verdict(False, 0.0, blocked)
+        room = self.max_stake(equity) - max(held, 0.0)
+        if room <= 0:
+            return Verdict(False, 0.0, ("position_cap_reached",))
+        amount, reasons = requested, []
+        if amount > room:
+            amount, reasons = room, ["clamped_to_position_cap"]
+        if min_stake is not None and math.isfinite(min_stake) and amount < min_stake:
+            if min_stake > room:
+                return Verdict(False, 0.0, ("min_stake_above_position_cap",))
+            amount, reasons = min_stake, [*reasons, "raised_to_min_stake"]
+        return Verdict(True, amount, tuple(reasons))
+
+    def status(self, now: datetime | None = None) -> dict[str, Any]:
+        """A JSON-able summary for ``ftlearn status`` and logs."""
+        s = self.state
+        dd = (1 - s.last_equity / s.peak_equity) if (s.last_equity and s.peak_equity) else None
+        day_pnl = (s.last_equity / s.day_open_equity - 1) if (
+            s.last_equity and s.day_open_equity) else None
+        return {
+            "limits": asdict(self.config),
+            "equity": s.last_equity, "peak_equity": s.peak_equity, "drawdown": dd,
+            "day": s.day, "day_open_equity": s.day_open_equity, "day_pnl": day_pnl,
+            "daily_halt": s.daily_halt_day is not None and (
+                now is None or s.daily_halt_day == now.strftime("%Y-%m-%d")),
+            "daily_halt_day": s.daily_halt_day,
+            "drawdown_halt": s.drawdown_halt, "drawdown_halt_since": s.drawdown_halt_since,
+            "manual_halt": s.manual_halt, "manual_halt_reason": s.manual_halt_reason,
+            "last_update": s.last_update, "recent_events": s.events[-10:],
+        }

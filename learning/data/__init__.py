@@ -1,0 +1,2 @@
+"""Candles: reading and checking freqtrade candle files, and the synthetic market generator.
+"""

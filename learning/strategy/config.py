@@ -1,0 +1,68 @@
+"""The ``advanced_learning`` section of freqtrade's config.json, assembled from every
+subsystem's own config classes, and the strategy's own sections (rule pyramiding, sizing).
+
+Unknown keys, wrong types and out-of-range values raise
+:class:`~learning.core.errors.ConfigError` with the full key path (:func:`parse_section`), so
+start-up stops with a message naming the problem instead of trading on a typo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from learning.brain.config import BanditSettings, BrainConfig, RegimeSettings
+from learning.brain.meta import MetaConfig
+from learning.core.config import SECTION, _f, parse_section
+from learning.core.risk import RiskConfig
+from learning.router.config import RouterSettings
+
+
+@dataclass(frozen=True)
+class PyramidingConfig:
+    """The rule-based scale-in / trim used when no learned sizing agent is configured."""
+
+    enabled: bool = _f(True, "Allow position adjustment (scale-in and trim).")
+    max_adds: int = _f(2, "Most scale-in orders per trade.", (0, 10))
+    add_fraction: float = _f(
+        0.5, "Size of one scale-in as a fraction of the trade's initial stake.", (0.0, 2.0))
+    add_min_profit: float = _f(
+        0.015, "A scale-in needs at least this open profit (ratio).", (-1.0, 1.0))
+    add_requires_signal: bool = _f(
+        True, "A scale-in also needs the entry signal (score above the entry threshold).")
+    trim_profit: float = _f(
+        0.06, "Trim once when open profit reaches this ratio.", (0.0, 10.0))
+    trim_fraction: float = _f(
+        0.33, "Fraction of the position sold by a trim.", (0.0, 0.95))
+
+
+@dataclass(frozen=True)
+class SizingConfig:
+    """Who sets size, stop, take profit and hold time of a trade."""
+
+    agent: str = _f("rule", "rule: learner risk tolerance × cap, ATR stop; ppo: the Tier 3 "
+                    "trade-parameter agent, clamped by the risk guard.", choices=("rule", "ppo"))
+
+
+@dataclass(frozen=True)
+class LearningConfig:
+    """The ``advanced_learning`` section of config.json."""
+
+    identifier: str = _f(
+        "default", "Namespace of the learned state: user_data/learning/<identifier>/<runmode>/.")
+    state_dir: str = _f(
+        "learning", "Folder for learned state, relative to user_data_dir unless absolute.")
+    risk: RiskConfig = _f(RiskConfig(), "Hard risk limits.")
+    pyramiding: PyramidingConfig = _f(PyramidingConfig(), "Rule-based position adjustment.")
+    regime: RegimeSettings = _f(RegimeSettings(), "Tier 2 regime detector.")
+    bandit: BanditSettings = _f(BanditSettings(), "Tier 1 component-weight bandit.")
+    meta: MetaConfig = _f(MetaConfig(), "Tier 4 meta-learner.")
+    brain: BrainConfig = _f(BrainConfig(), "Decision flow and circuit breakers.")
+    sizing: SizingConfig = _f(SizingConfig(), "Trade sizing and exit parameters.")
+    router: RouterSettings = _f(RouterSettings(), "Policy router.")
+
+
+def load_learning_config(ft_config: Mapping[str, Any]) -> LearningConfig:
+    """Parse the plugin section of a (merged) freqtrade config dict."""
+    return parse_section(LearningConfig, ft_config.get(SECTION), SECTION)

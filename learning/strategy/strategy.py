@@ -1,0 +1,535 @@
+"""AdvancedLearning strategy behaviour (``strategies/AdvancedLearning.py`` is a thin subclass).
+
+Decision flow per candle (long-only spot):
+
+1. ``populate_indicators``: causal component scores (``learning.brain.technical``) and a per-pair
+   index of closed candles used for marking open trades to market.
+2. ``bot_loop_start``: equity = starting balance + closed profit + realized and unrealized PnL of
+   open trades, marked at the last *closed* candle; the :class:`~learning.core.risk.RiskGuard`
+   rolls the UTC day, tracks the peak and trips its limits; manual controls are read from
+   ``control.json``.
+3. Entries: ``populate_entry_trend`` proposes, ``custom_stake_amount`` sizes within the guard's cap
+   and ``confirm_trade_entry`` has the last veto.
+4. Open trades: ``adjust_trade_position`` scales in / trims (every add clamped by the guard),
+   ``custom_exit`` flattens on a risk limit, ``custom_stoploss`` trails an ATR stop.
+
+Nothing on the trading path raises: bad input makes the strategy abstain and log once.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import math
+import os
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from freqtrade.exceptions import OperationalException
+from freqtrade.persistence import LocalTrade, Order, Trade
+from freqtrade.strategy import DecimalParameter, IStrategy
+
+from learning.brain.components import pair_features
+from learning.brain.regime import PROB_COLUMNS
+from learning.brain.technical import WARMUP_CANDLES, add_technical
+from learning.core.control import CONTROL_NAME, read_control
+from learning.core.errors import ConfigError, LearningError
+from learning.core.risk import SCHEMA_VERSION as RISK_SCHEMA
+from learning.core.risk import RiskGuard, RiskState
+from learning.core.store import StateStore, runmode_namespace, state_root
+from learning.strategy.brain_hooks import CRISIS_ID, BrainHooks, _minutes
+from learning.strategy.charts import ChartHooks
+from learning.strategy.config import LearningConfig, load_learning_config
+from learning.strategy.freqai_hooks import FreqAIHooks
+from learning.strategy.sizing import NOT_RL, SizingHooks
+
+logger = logging.getLogger(__name__)
+
+RISK_STATE_NAME = "risk"
+#: An add that leaves a trade more than this fraction above the cap was not sized by the guard
+#: (the strategy's own adds are clamped to the cap at the same candle's equity).
+OVER_CAP_TOLERANCE = 0.02
+
+
+@dataclass
+class _PairSeries:
+    """Closed-candle arrays of one pair for O(log n) lookups by time (no dataframe slicing)."""
+
+    close_ns: np.ndarray  # candle close times (open + timeframe), int64 ns
+    close: np.ndarray
+    score: np.ndarray  # technical
+    atr_pct: np.ndarray
+    ai: np.ndarray
+    theme: np.ndarray
+    sentiment: np.ndarray
+    regime_id: np.ndarray
+    regime_conf: np.ndarray
+    regime_probs: np.ndarray  # (N, 5) in PROB_COLUMNS order
+    pyr: dict[str, np.ndarray] | None  # PPOPyramiding grid columns (+ do_predict), if any
+    trend: np.ndarray  # trade-parameter agent inputs (learning.agents.trade_sim.pair_features)
+    vol: np.ndarray
+    drawdown: np.ndarray
+    _last_now: datetime | None = None
+    _last_i: int = -1
+
+    def last_closed(self, now: datetime) -> int:
+        """Index of the newest candle that had closed at ``now``, or -1."""
+        if now is not self._last_now:  # callbacks of one candle share the same datetime object
+            ns = int(now.timestamp()) * 1_000_000_000 + now.microsecond * 1000
+            self._last_i = int(np.searchsorted(self.close_ns, ns, side="right")) - 1
+            self._last_now = now
+        return self._last_i
+
+
+class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks, IStrategy):
+    """Rule-based core of AdvancedLearning; the learning tiers plug into it."""
+
+    INTERFACE_VERSION = 3
+    timeframe = "5m"
+    can_short = False
+    startup_candle_count = WARMUP_CANDLES
+    process_only_new_candles = True
+    use_exit_signal = True
+    exit_profit_only = False
+    ignore_roi_if_entry_signal = False
+    # ROI is effectively off: exits come from the score, the trailing ATR stop and risk limits.
+    minimal_roi = {"0": 10.0}
+    # Hard floor below every custom stop.
+    stoploss = -0.10
+    use_custom_stoploss = True
+    position_adjustment_enable = True
+    max_entry_position_adjustment = 2
+    _prob_columns = PROB_COLUMNS
+
+    entry_threshold = DecimalParameter(0.10, 0.60, default=0.30, decimals=2, space="buy",
+                                       optimize=True)
+    exit_threshold = DecimalParameter(-0.50, 0.10, default=-0.15, decimals=2, space="sell",
+                                      optimize=True)
+    stop_atr_mult = DecimalParameter(1.5, 8.0, default=4.0, decimals=1, space="sell",
+                                     optimize=True)
+    stop_min = DecimalParameter(0.01, 0.05, default=0.02, decimals=3, space="sell",
+                                optimize=False)
+
+    def __init__(self, config: dict) -> None:
+        super().__init__(config)
+        try:
+            self.learning: LearningConfig = load_learning_config(config)
+        except ConfigError as err:
+            # Start-up must stop with a message naming the problem.
+            raise OperationalException(f"AdvancedLearning configuration: {err}") from err
+        runmode = config.get("runmode")
+        self._namespace = runmode_namespace(runmode.value if runmode else "other")
+        self._persist = getattr(runmode, "value", runmode) != "hyperopt"
+        self.store = StateStore(state_root(config.get("user_data_dir", "user_data"),
+                                           self.learning.state_dir, self.learning.identifier,
+                                           self._namespace))
+        self.guard = RiskGuard(self.learning.risk)
+        self.position_adjustment_enable = self.learning.pyramiding.enabled
+        self.max_entry_position_adjustment = self.learning.pyramiding.max_adds
+        self._series: dict[str, _PairSeries] = {}
+        self._equity: float | None = None
+        self._start_balance: float | None = None
+        self._closed_count, self._closed_sum = -1, 0.0
+        self._equity_time: datetime | None = None
+        self._control_mtime: float | None = None
+        self._last_save: datetime | None = None
+        self._dirty = False
+        self._logged: set[str] = set()
+        self._guard_history: deque[tuple[int, float, float, float, int]] = deque(maxlen=20_000)
+        self._trim_to: dict[int, float | None] = {}  # trade id -> stake to trim back to
+        self._init_brain()
+        # The regime detector reads informative candles; freqtrade loads startup_candle_count
+        # candles of the main timeframe before a backtest (and at most 5 x 1000 live), so the
+        # history it needs is requested up to that limit. With less, regimes start UNKNOWN.
+        det = self.learning.regime.detector
+        need = (det.warmup_candles + det.min_fit_candles + det.refit_every) * _minutes(
+            det.timeframe) // _minutes(self.timeframe)
+        self.startup_candle_count = max(WARMUP_CANDLES, min(need, 4_900)) \
+            if self.learning.regime.enabled else WARMUP_CANDLES
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def _live(self) -> bool:
+        return self._namespace in ("dry_run", "live")
+
+    def bot_start(self, **kwargs: Any) -> None:
+        if self._live:
+            data = self.store.load_json(RISK_STATE_NAME, schema=RISK_SCHEMA)
+            if data:
+                self.guard.state = RiskState.from_state(data)
+                logger.info("AdvancedLearning: risk state restored from %s (peak equity %s)",
+                            self.store.root, self.guard.state.peak_equity)
+        # A backtest starts from a clean guard: it never loads state of a live run.
+        self._load_brain(self._backtest_start())
+        self._init_router(self._backtest_start() or datetime.now(UTC))
+        self._init_sizing(self._backtest_start())
+        if self._persist:
+            atexit.register(self._save_state, force=True)
+
+    def _backtest_start(self) -> datetime | None:
+        from freqtrade.configuration import TimeRange
+
+        raw = self.config.get("timerange")
+        if not raw:
+            return None
+        try:
+            return TimeRange.parse_timerange(raw).startdt
+        except Exception:
+            return None
+
+    def _log_once(self, key: str, msg: str, *args: Any, level: int = logging.WARNING) -> None:
+        if key not in self._logged:
+            self._logged.add(key)
+            logger.log(level, msg, *args)
+
+    def _save_state(self, force: bool = False, now: datetime | None = None) -> None:
+        if self._persist and (self._brain_dirty or force):
+            self._save_brain(now or self._equity_time)
+            self._save_agents(now or self._equity_time)
+        if not self._persist or not (self._dirty or force):
+            return
+        try:
+            self.store.save_json(RISK_STATE_NAME, self.guard.state.to_state(),
+                                 schema=RISK_SCHEMA, meta={"runmode": self._namespace,
+                                                           "data_end": now or self._equity_time})
+            self._dirty, self._last_save = False, now or self._last_save
+        except Exception as err:  # never break trading on a failed write; say so loudly
+            logger.error("AdvancedLearning: could not save risk state: %s", err)
+
+    # ------------------------------------------------------------------ indicators
+    def populate_indicators(self, dataframe: pd.DataFrame, metadata: dict) -> pd.DataFrame:
+        pair = metadata["pair"]
+        dataframe["score_ai"] = np.nan  # excluded from the weights unless a model predicts
+        if self.freqai_enabled:
+            try:
+                dataframe = self.freqai.start(dataframe, metadata, self)
+            except LearningError as err:
+                # e.g. a saved model from another version or architecture: trade on without it
+                # (no ai component, rule-based pyramiding) rather than stop the bot.
+                self._log_once(f"freqai-{pair}", "AdvancedLearning: FreqAI model refused for "
+                               "%s: %s; trading without it (no ai component, rule-based "
+                               "sizing)", pair, err, level=logging.ERROR)
+            else:
+                dataframe["score_ai"] = self.ai_score(dataframe)
+        add_technical(dataframe)
+        self.add_brain_columns(dataframe, pair)
+        bad = int((~dataframe["data_ok"]).iloc[self.startup_candle_count:].sum())
+        if bad:
+            self._log_once(f"bad-rows-{pair}", "AdvancedLearning: %s has %d candles with NaN, "
+                           "zero volume or inconsistent prices; no entries on them", pair, bad)
+        step = pd.Timedelta(self.timeframe_to_td())
+        dates = pd.to_datetime(dataframe["date"], utc=True)
+        feats = pair_features(dataframe, self.timeframe)
+        self._series[pair] = _PairSeries(
+            # as_unit: pandas keeps the file's resolution (ms for feather); compare in ns.
+            close_ns=(dates + step).dt.as_unit("ns").astype("int64").to_numpy(),
+            close=dataframe["close"].to_numpy(dtype="float64"),
+            score=dataframe["score_technical"].to_numpy(dtype="float64"),
+            atr_pct=dataframe["atr_pct"].to_numpy(dtype="float64"),
+            ai=dataframe["score_ai"].to_numpy(dtype="float64"),
+            theme=dataframe["score_theme"].to_numpy(dtype="float64"),
+            sentiment=dataframe["score_sentiment"].to_numpy(dtype="float64"),
+            regime_id=dataframe["regime_id"].to_numpy(dtype="int64"),
+            regime_conf=dataframe["regime_confidence"].to_numpy(dtype="float64"),
+            regime_probs=dataframe[list(self._prob_columns)].to_numpy(dtype="float64"),
+            pyr={c: dataframe[c].to_numpy(dtype="float64") for c in dataframe.columns
+                 if c.startswith("&-pyr_a_") or c == "do_predict"}
+            if "&-pyr_flat_increase" in dataframe else None,
+            trend=feats["trend"].to_numpy(), vol=feats["vol"].to_numpy(),
+            drawdown=feats["drawdown"].to_numpy(),
+        )
+        self._add_guard_columns(dataframe, dates)
+        self._add_decision_columns(dataframe, dates, pair)
+        return dataframe
+
+    def timeframe_to_td(self) -> timedelta:
+        from freqtrade.exchange import timeframe_to_minutes
+
+        return timedelta(minutes=timeframe_to_minutes(self.timeframe))
+
+    def populate_entry_trend(self, dataframe: pd.DataFrame, metadata: dict) -> pd.DataFrame:
+        # A candidate only: the weighted score of any learner is a convex combination of the
+        # components, so it can pass the threshold only where some component does. The learned
+        # decision is taken per entry, in custom_stake_amount (see learning.brain.decision).
+        best = dataframe[["score_technical", "score_ai", "score_theme",
+                          "score_sentiment"]].max(axis=1, skipna=True)
+        cond = dataframe["data_ok"] & (best > self.entry_threshold.value)
+        dataframe.loc[cond, ["enter_long", "enter_tag"]] = (1, "candidate")
+        self.tag_live_candidate(dataframe, metadata["pair"])
+        return dataframe
+
+    def populate_exit_trend(self, dataframe: pd.DataFrame, metadata: dict) -> pd.DataFrame:
+        cond = dataframe["data_ok"] & (dataframe["score_technical"] < self.exit_threshold.value)
+        dataframe.loc[cond, ["exit_long", "exit_tag"]] = (1, "score_exit")
+        return dataframe
+
+    # ------------------------------------------------------------------ equity and guard
+    def _mark(self, pair: str, now: datetime) -> float | None:
+        series = self._series.get(pair)
+        if series is None:
+            return None
+        i = series.last_closed(now)
+        while i >= 0 and not math.isfinite(series.close[i]):
+            i -= 1
+        return float(series.close[i]) if i >= 0 else None
+
+    def starting_balance(self) -> float:
+        """The capital the equity curve starts from.
+
+        freqtrade's ``Wallets.get_starting_balance()`` is derived from the free balance and
+        scaled by ``tradable_balance_ratio``, so it moves with fees and open trades; the limits
+        need a fixed base: ``available_capital`` when set, else the dry-run/backtest wallet, else
+        (live) freqtrade's estimate taken once at start-up and unscaled.
+        """
+        if self._start_balance is None:
+            cfg = self.config
+            value = cfg.get("available_capital")
+            if value is None and (cfg.get("dry_run", True) or not self._live):
+                wallet = cfg.get("dry_run_wallet", 1000)
+                value = wallet.get(cfg["stake_currency"], 0) if isinstance(wallet, dict) \
+                    else wallet
+            if value is None and self.wallets:
+                value = self.wallets.get_starting_balance() / cfg.get(
+                    "tradable_balance_ratio", 1.0)
+            self._start_balance = float(value or 0.0)
+        return self._start_balance
+
+    def _closed_profit(self) -> float:
+        """Total profit of closed trades. In backtests freqtrade keeps closed trades in a list
+        that only grows, so the sum is recomputed only when it has grown (summing it on every
+        candle was the largest cost of the strategy's own code)."""
+        if Trade.use_db:
+            return float(Trade.get_total_closed_profit())
+        closed = LocalTrade.bt_trades
+        if len(closed) != self._closed_count:
+            self._closed_sum = float(sum(t.close_profit_abs or 0.0 for t in closed))
+            self._closed_count = len(closed)
+        return self._closed_sum
+
+    def compute_equity(self, now: datetime) -> float | None:
+        """Starting balance + closed profit + realized and unrealized PnL of open trades."""
+        try:
+            equity = self.starting_balance() + self._closed_profit()
+            for trade in Trade.get_open_trades():
+                mark = self._mark(trade.pair, now)
+                if mark is None:
+                    mark = trade.open_rate
+                equity += float(trade.realized_profit or 0.0)
+                if trade.amount:
+                    equity += float(trade.calc_profit(mark))
+            return equity if math.isfinite(equity) and equity > 0 else None
+        except Exception as err:
+            self._log_once("equity-error", "AdvancedLearning: equity unavailable (%s); "
+                           "entries are refused until it is", err)
+            return None
+
+    def _current_equity(self, now: datetime) -> float | None:
+        if self._equity is None or self._equity_time is None or now - self._equity_time > \
+                self.timeframe_to_td():
+            self._equity, self._equity_time = self.compute_equity(now), now
+        return self._equity
+
+    def crisis(self, now: datetime) -> bool:
+        """Whether the market was in the CRISIS regime at the last closed candle."""
+        return self.learning.regime.enabled and self.regime_now(now) == CRISIS_ID
+
+    def _poll_control(self, now: datetime) -> None:
+        path = self.store.path(CONTROL_NAME)
+        try:
+            mtime = os.stat(path).st_mtime
+        except OSError:
+            return
+        if mtime == self._control_mtime:
+            return
+        self._control_mtime = mtime
+        control = read_control(self.store)
+        for event in self.guard.apply_control(now, control.halted, control.reason,
+                                              control.reset_token, self._equity):
+            self._dirty = True
+            logger.warning("AdvancedLearning: %s (%s)", event, control.reason or "by user")
+
+    def bot_loop_start(self, current_time: datetime, **kwargs: Any) -> None:
+        if self._live:
+            self._poll_control(current_time)
+        equity = self.compute_equity(current_time)
+        self._equity, self._equity_time = equity, current_time
+        if equity is None:
+            return
+        before = (self.guard.state.day, self.guard.state.peak_equity)
+        events = self.guard.observe(current_time, equity)
+        for event in events:
+            logger.warning("AdvancedLearning risk limit: %s at %s (equity %.2f)", event,
+                           current_time, equity)
+            if self._live:
+                self.dp.send_msg(f"AdvancedLearning risk limit hit: {event}", always_send=True)
+        self._record_guard(current_time, equity)
+        if events or before[0] != self.guard.state.day or self._live:
+            self._dirty = True  # live: the peak and last equity move every loop
+        # Live: at most once a minute (and at once on a limit). Backtests write on limit events
+        # and at exit only: a synced write per simulated day cost seconds per backtest.
+        due = self._live and (self._last_save is None
+                              or current_time - self._last_save >= timedelta(minutes=1))
+        if self._dirty and (events or due):
+            self._save_state(now=current_time)
+        elif due and self._brain_dirty:
+            self._save_brain(current_time)
+
+    # ------------------------------------------------------------------ entries
+    def initial_stake_share(self) -> float:
+        """Share of the position cap an initial entry takes, leaving room for the scale-ins."""
+        p = self.learning.pyramiding
+        return 1.0 / (1.0 + p.max_adds * p.add_fraction) if p.enabled else 1.0
+
+    def custom_stake_amount(self, pair: str, current_time: datetime, current_rate: float,
+                            proposed_stake: float, min_stake: float | None, max_stake: float,
+                            leverage: float, entry_tag: str | None, side: str,
+                            **kwargs: Any) -> float:
+        equity = self._current_equity(current_time)
+        if equity is None:
+            return 0.0
+        decision = self.decide_entry(pair, current_time, entry_tag)
+        if decision is None or not decision.take:
+            return 0.0
+        learned = decision.mode in ("learned", "cautious")  # a learner sized it
+        share = decision.stake_share if learned else 1.0
+        allowance = self.guard.max_stake(equity) * self.initial_stake_share() * share
+        desired = min(proposed_stake, allowance)
+        if learned and self.agents is not None:
+            params = self.size_with_agent(pair, current_time, equity, allowance,
+                                          decision.learner, decision.scores, decision.policy)
+            if params is not None:
+                desired = min(proposed_stake, params["stake"])
+                self._pending_sizing[pair] = params
+        verdict = self.guard.check_stake(current_time, equity, desired, min_stake=min_stake,
+                                         crisis=self.crisis(current_time))
+        if not verdict:
+            self._pending.pop(pair, None)
+            self._log_once(f"refused-{current_time:%Y-%m-%d}-{verdict.reasons}",
+                           "AdvancedLearning: entries refused on %s: %s", current_time.date(),
+                           ", ".join(verdict.reasons), level=logging.INFO)
+            return 0.0
+        return min(verdict.amount, max_stake)
+
+    def confirm_trade_entry(self, pair: str, order_type: str, amount: float, rate: float,
+                            time_in_force: str, current_time: datetime, entry_tag: str | None,
+                            side: str, **kwargs: Any) -> bool:
+        if side != "long":
+            return False
+        equity = self._current_equity(current_time)
+        blocks = self.guard.blocks(current_time, self.crisis(current_time))
+        if equity is None or blocks:
+            logger.info("AdvancedLearning: entry on %s vetoed: %s", pair,
+                        ", ".join(blocks) or "equity unknown")
+            self._pending.pop(pair, None)
+            return False
+        pending = self._pending.get(pair)
+        if pending is None or not pending["take"]:
+            return False
+        # Defence in depth: whatever path sized this order, it must fit under the cap.
+        if amount * rate > self.guard.max_stake(equity) * (1 + 1e-9):
+            logger.warning("AdvancedLearning: entry on %s vetoed: stake %.2f above the %.0f%% "
+                           "cap of equity %.2f", pair, amount * rate,
+                           100 * self.learning.risk.max_position_pct, equity)
+            return False
+        return True
+
+    # ------------------------------------------------------------------ open trades
+    def adjust_trade_position(self, trade: Trade, current_time: datetime, current_rate: float,
+                              current_profit: float, min_stake: float | None, max_stake: float,
+                              current_entry_rate: float, current_exit_rate: float,
+                              current_entry_profit: float, current_exit_profit: float,
+                              **kwargs: Any) -> float | tuple[float, str] | None:
+        if trade.has_open_orders or not self.position_adjustment_enable:
+            return None
+        if trade.id not in self._trim_to:  # once per trade (and after a restart)
+            self._trim_to[trade.id] = trade.get_custom_data("trim_to")
+        trim_to = self._trim_to[trade.id]
+        if trim_to is not None:
+            if trade.stake_amount > trim_to * (1 + 1e-6):
+                return -(trade.stake_amount - trim_to), "over_cap"
+            self._trim_to[trade.id] = None  # trimmed: later adds are the guard's again
+            trade.set_custom_data("trim_to", None)
+        p = self.learning.pyramiding
+        if self.guard.exit_reason(current_time, self.crisis(current_time)):
+            return None  # custom_exit closes the whole trade
+        rl = self.rl_adjustment(trade, current_time, current_profit, min_stake, max_stake)
+        if rl is not NOT_RL:
+            return rl
+        if trade.nr_of_successful_exits == 0 and current_profit >= p.trim_profit:
+            return -trade.stake_amount * p.trim_fraction, "trim"
+        if (trade.nr_of_successful_entries > p.max_adds or current_profit < p.add_min_profit
+                or trade.nr_of_successful_exits > 0):
+            return None
+        if p.add_requires_signal:
+            series = self._series.get(trade.pair)
+            i = series.last_closed(current_time) if series else -1
+            if i < 0 or not series.score[i] > self.entry_threshold.value:
+                return None
+        equity = self._current_equity(current_time)
+        if equity is None:
+            return None
+        first_stake = trade.select_filled_orders(trade.entry_side)[0].stake_amount \
+            if trade.nr_of_successful_entries else trade.stake_amount
+        verdict = self.guard.check_stake(current_time, equity, first_stake * p.add_fraction,
+                                         held=trade.stake_amount, min_stake=min_stake,
+                                         crisis=self.crisis(current_time))
+        if not verdict:
+            return None
+        return min(verdict.amount, max_stake), "add"
+
+    def custom_exit(self, pair: str, trade: Trade, current_time: datetime, current_rate: float,
+                    current_profit: float, **kwargs: Any) -> str | None:
+        return self.guard.exit_reason(current_time, self.crisis(current_time)) or \
+            self.agent_exit(trade, current_time, current_profit) or \
+            self.rl_exit(trade, current_time, current_profit)
+
+    def custom_stoploss(self, pair: str, trade: Trade, current_time: datetime,
+                        current_rate: float, current_profit: float, after_fill: bool,
+                        **kwargs: Any) -> float | None:
+        agent_stop = self.agent_stoploss(trade, current_profit)
+        if agent_stop is not None:
+            return agent_stop
+        series = self._series.get(pair)
+        i = series.last_closed(current_time) if series else -1
+        atr_pct = series.atr_pct[i] if i >= 0 else float("nan")
+        if not math.isfinite(atr_pct):
+            return None  # keep the current stop
+        learner = self.learner_of(trade)
+        patience = self.brain.meta.profile(learner).patience if learner in \
+            self.brain.meta.learner_names else 1.0
+        dist = min(max(self.stop_atr_mult.value * patience * atr_pct, self.stop_min.value),
+                   -self.stoploss)
+        return -dist
+
+    def order_filled(self, pair: str, trade: Trade, order: Order, current_time: datetime,
+                     **kwargs: Any) -> None:
+        if order.ft_order_side == trade.entry_side:
+            if trade.nr_of_successful_entries <= 1:
+                self.record_entry_fill(trade, current_time)
+            else:
+                self._check_add_fill(trade, current_time)
+        else:
+            self.record_exit_fill(trade, order, current_time)
+
+    def _check_add_fill(self, trade: Trade, now: datetime) -> None:
+        """Mark a trade that an add pushed above the cap, so the next adjustment trims it back.
+
+        freqtrade calls ``confirm_trade_entry`` only for a trade's first order: an add forced
+        from FreqUI or the REST API (``/forceenter`` on an open trade) never meets the guard
+        before it fills. This is the guard's answer afterwards.
+        """
+        equity = self._current_equity(now)
+        cap = self.guard.max_stake(equity) if equity is not None else 0.0
+        if cap > 0 and trade.stake_amount > cap * (1 + OVER_CAP_TOLERANCE):
+            logger.warning("AdvancedLearning: %s trade %s holds a stake of %.2f after an add, "
+                           "above the %.0f%% cap (%.2f of equity %.2f); trimming it back",
+                           trade.pair, trade.id, trade.stake_amount,
+                           100 * self.learning.risk.max_position_pct, cap, equity)
+            trade.set_custom_data("trim_to", round(cap, 8))
+            self._trim_to[trade.id] = round(cap, 8)
+
+    # ------------------------------------------------------------------ charts

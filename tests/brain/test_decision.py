@@ -1,0 +1,112 @@
+"""The decision flow: thresholds per learner, ablations, circuit breakers, state round trip."""
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from learning.brain.decision import Brain
+from learning.strategy.config import load_learning_config
+
+T0 = datetime(2025, 5, 1, tzinfo=UTC)
+STRONG = {"technical": 0.9, "ai": None, "theme": 0.8, "sentiment": 0.7}
+
+
+def brain(**section) -> Brain:
+    return Brain(load_learning_config({"advanced_learning": section}))
+
+
+def test_decide_takes_a_strong_signal_and_records_everything():
+    b = brain()
+    d = b.decide(T0, "ETH/USDT", STRONG, "BULL_MOMENTUM", 0.8, 0.0, 0.3)
+    assert d.take and d.mode == "learned" and d.learner in b.meta.learner_names
+    assert set(d.weights) == {"technical", "theme", "sentiment"}, "ai is absent: not weighted"
+    assert abs(sum(d.weights.values()) - 1) < 1e-3
+    assert b.recent_decisions()[-1]["pair"] == "ETH/USDT"
+
+
+def test_learner_threshold_scales_with_risk_tolerance():
+    for learner, factor in (("Aggressive", 1.0), ("Balanced", 1.25), ("Conservative", 1.5)):
+        b = brain(meta={"force_learner": learner})
+        d = b.decide(T0, "BTC/USDT", STRONG, "CHOPPY", 0.5, 0.0, 0.3)
+        assert np.isclose(d.threshold, 0.3 * factor), learner
+        assert d.stake_share == b.meta.profile(learner).risk_tolerance
+
+
+def test_bandit_disabled_gives_equal_weights():
+    d = brain(bandit={"enabled": False}).decide(T0, "BTC/USDT", STRONG, "CHOPPY", 0.5, 0, 0.3)
+    assert set(d.weights.values()) == {round(1 / 3, 4)}
+
+
+def test_regime_disabled_decides_as_unknown():
+    d = brain(regime={"enabled": False}).decide(T0, "BTC/USDT", STRONG, "CRISIS", 0.9, 0, 0.3)
+    assert d.regime == "UNKNOWN"
+
+
+def test_unknown_regime_from_too_little_history_is_decided_by_the_most_cautious_learner():
+    b = brain()
+    selections_before = b.meta.report()
+    for i in range(20):  # Thompson sampling would pick other learners some of the time
+        d = b.decide(T0 + timedelta(minutes=5 * i), "BTC/USDT", STRONG, "UNKNOWN", 0.0, 0.0, 0.3)
+        assert d.mode == "cautious" and d.learner == "Conservative"
+        assert np.isclose(d.threshold, 0.3 * 1.5) and d.stake_share == 0.5
+    assert b.meta.report() == selections_before, "the meta-policy made no selection"
+    # Its outcome teaches the bandits but not the meta-policy (it was not the meta's choice).
+    out = b.record_close(T0 + timedelta(hours=3), "BTC/USDT", b.recent_decisions()[-1], 0.02)
+    assert out["recorded"]
+    # Switched off or forced, UNKNOWN is not "too little history": the learners decide as usual.
+    assert brain(regime={"enabled": False}).decide(
+        T0, "BTC/USDT", STRONG, "UNKNOWN", 0.0, 0.0, 0.3).mode == "learned"
+    forced = brain(meta={"force_learner": "Aggressive"}).decide(
+        T0, "BTC/USDT", STRONG, "UNKNOWN", 0.0, 0.0, 0.3)
+    assert forced.mode == "learned" and forced.learner == "Aggressive"
+
+
+def test_drawdown_above_fallback_uses_rules_without_sampling():
+    b = brain()
+    state_before = b.rng.bit_generator.state
+    d = b.decide(T0, "BTC/USDT", STRONG, "CHOPPY", 0.5, 0.11, 0.3)
+    assert d.mode == "fallback" and d.learner == "Balanced" and d.weights == {"technical": 1.0}
+    assert d.threshold == 0.3
+    assert b.rng.bit_generator.state == state_before
+
+
+def test_non_finite_scores_are_left_out_and_none_left_means_skip():
+    b = brain()
+    d = b.decide(T0, "BTC/USDT", {"technical": float("nan"), "theme": float("inf")}, "CHOPPY",
+                 float("nan"), None, 0.3)
+    assert not d.take and d.weights == {}
+
+
+def test_learning_pauses_while_rolling_sharpe_is_negative():
+    b = brain(brain={"breaker_trades": 5})
+    d = b.decide(T0, "BTC/USDT", STRONG, "CHOPPY", 0.5, 0.0, 0.3).to_dict()
+    for i in range(5):
+        b.record_close(T0 + timedelta(hours=i), "BTC/USDT", d, -0.01 - 0.001 * i)
+    assert b.learning_paused()
+    before = b.meta.to_state()
+    result = b.record_close(T0 + timedelta(hours=9), "BTC/USDT", d, 0.02)
+    assert result["learning_paused"] and b.meta.to_state() == before
+    assert b.report()["circuit_breakers"]["learning_paused"]
+
+
+def test_trade_the_brain_never_saw_open_is_recorded_without_crashing():
+    b = brain()
+    result = b.record_close(T0, "XRP/USDT", None, 0.03, "CHOPPY")
+    assert result["recorded"] and b.state.unattributed_trades == 1
+    assert b.regime_perf.to_state()["regimes"]["CHOPPY"]["trades"] == 1
+
+
+def test_state_round_trip_reproduces_the_next_decisions():
+    import json
+
+    a = brain()
+    for i in range(30):
+        d = a.decide(T0 + timedelta(minutes=5 * i), "ETH/USDT", STRONG, "CHOPPY", 0.5, 0.0, 0.3)
+        a.record_close(T0 + timedelta(minutes=5 * i + 1), "ETH/USDT", d.to_dict(),
+                       0.01 if i % 3 else -0.01)
+    b = Brain(a.config, json.loads(json.dumps(a.to_state())))
+    later = T0 + timedelta(days=1)
+    for _ in range(10):
+        da = a.decide(later, "SOL/USDT", STRONG, "CHOPPY", 0.5, 0.0, 0.3)
+        db = b.decide(later, "SOL/USDT", STRONG, "CHOPPY", 0.5, 0.0, 0.3)
+        assert da == db
