@@ -9,7 +9,9 @@ from typing import Protocol
 
 from learning.brain.bandit import BanditConfig
 from learning.brain.meta import MetaConfig
+from learning.brain.profiles import ProfileConfig
 from learning.brain.regime_config import RegimeConfig
+from learning.brain.shadow import ShadowConfig
 from learning.core.config import _f
 
 
@@ -45,10 +47,19 @@ class BrainConfig:
 
     seed: int = _f(0, "Seed of the decision sampler (Thompson draws); stored with the state.",
                    (0, 2**31 - 1))
-    theme_window: int = _f(288, "Candles of trailing return for the theme score (288 = 1 day "
-                           "of 5m).", (2, 100_000))
-    breaker_trades: int = _f(20, "Learning pauses while the Sharpe of the last N closed trades "
-                             "is below 0 (N = this).", (2, 10_000))
+    theme_window: str = _f("1d", "Trailing window of the theme score's relative returns.",
+                           duration=True)
+    volatility_baseline: str = _f("1d", "Trailing window of the ATR% median that the technical "
+                                  "score's volatility term compares against.", duration=True)
+    trend_window: str = _f("50d", "The trend component: distance of the price from the mean "
+                           "of this many completed daily closes (time-series momentum).",
+                           duration=True)
+    breaker_trades: int = _f(20, "Risk is cut while the Sharpe of the last N closed trades is "
+                             "below 0 (N = this); learning goes on.", (2, 10_000))
+    risk_cut_stake: float = _f(0.5, "While risk is cut: stakes are multiplied by this.",
+                               (0.0, 1.0))
+    risk_cut_threshold: float = _f(1.25, "While risk is cut: entry thresholds are multiplied "
+                                   "by this.", (1.0, 10.0))
     fallback_drawdown: float = _f(0.10, "Rule-based fallback (technical score, Balanced "
                                   "learner, no sampling) while drawdown exceeds this.",
                                   (0.0, 1.0))
@@ -71,3 +82,9 @@ class BrainSections(Protocol):
 
     @property
     def brain(self) -> BrainConfig: ...
+
+    @property
+    def shadow(self) -> ShadowConfig: ...
+
+    @property
+    def profiles(self) -> ProfileConfig: ...

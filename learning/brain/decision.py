@@ -11,10 +11,16 @@ Rules (each documented in the README):
 * **threshold** of a learner = ``entry_threshold × (2 − risk_tolerance)``: Aggressive (1.0)
   enters at the base threshold, Balanced (0.75) needs 1.25×, Conservative (0.5) 1.5×;
 * **stake share** of a learner = its ``risk_tolerance`` (of the risk guard's allowance);
-* **circuit breakers**: learning pauses while the Sharpe ratio of the last ``breaker_trades``
-  closed trades is below 0 (outcomes are still recorded, the posteriors are frozen); while
-  drawdown exceeds ``fallback_drawdown`` the brain falls back to rules (technical score only,
-  Balanced, the base threshold, no sampling);
+* **circuit breakers** cut risk, never learning: while the Sharpe ratio of the last
+  ``breaker_trades`` closed trades is below 0, thresholds are raised (``risk_cut_threshold``)
+  and stakes cut (``risk_cut_stake``); while drawdown exceeds ``fallback_drawdown`` the brain
+  falls back to rules (technical score only, Balanced, the base threshold, no sampling). A
+  learner that stopped learning whenever it lost could not learn its way out;
+* **feedback**: every closed trade teaches every tier (weight 1); so do shadow outcomes
+  (:mod:`learning.brain.shadow`, weight ``shadow.weight``), which resolve each learner's
+  decision at every evaluated candle whether or not a trade was taken;
+* **exit profile** of an entry: chosen per regime by :class:`~learning.brain.profiles.
+  ProfileLearner` (rule-based entries take ``profiles.rule_profile``);
 * **ablations**: ``bandit.enabled = false`` uses equal weights over the available components;
   ``regime.enabled = false`` makes every regime UNKNOWN; ``meta.force_learner`` pins a learner.
 """
@@ -32,11 +38,14 @@ import numpy as np
 from learning.brain.bandit import available_components, combine
 from learning.brain.config import BrainSections
 from learning.brain.meta import MetaLearner
+from learning.brain.profiles import ProfileLearner
 from learning.brain.regime import Regime, RegimePerformance
+from learning.brain.shadow import ShadowOutcome
 
 SCHEMA_VERSION = 1
 FALLBACK_LEARNER = "Balanced"
-COMPONENTS = ("technical", "ai", "theme", "sentiment")
+COMPONENTS = ("technical", "ai", "theme", "sentiment", "trend")
+TIERS = ("bandit", "meta", "profiles", "router")
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,8 @@ class Decision:
     stake_share: float
     take: bool
     policy: str = ""
+    profile: str = ""
+    risk_cut: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         # Not dataclasses.asdict: its recursive deep copy was most of a decision's cost.
@@ -71,6 +82,9 @@ class BrainState:
     rng: dict[str, Any] | None = None
     closed_trades: int = 0
     unattributed_trades: int = 0
+    #: learning events per tier: {"bandit": {"real": n, "shadow": m}, ...}
+    events: dict[str, dict[str, int]] = field(default_factory=dict)
+    shadow_unresolved: int = 0  # outcomes dropped unresolved at the end of a run
 
 
 def _finite(x: Any) -> bool:
@@ -91,6 +105,10 @@ class Brain:
                      if state.get("meta") else MetaLearner(config.meta, config.bandit.params))
         self.regime_perf = (RegimePerformance.from_state(state["regime_perf"])
                             if state.get("regime_perf") else RegimePerformance())
+        self.profiles = (ProfileLearner.from_state(state["profiles"], config.profiles)
+                         if state.get("profiles") else ProfileLearner(config.profiles))
+        self._seen_profile_keys: deque[tuple] = deque(maxlen=4096)
+        self._seen_profile_set: set[tuple] = set()
         raw = state.get("brain", {})
         self.state = BrainState(**{k: v for k, v in raw.items()
                                    if k in BrainState.__dataclass_fields__})
@@ -101,6 +119,8 @@ class Brain:
         self._decisions: deque[dict[str, Any]] = deque(self.state.decisions[-n:] if n else [],
                                                        maxlen=max(n, 1))
         self._outcomes: deque[dict[str, Any]] = deque(self.state.outcomes[-1000:], maxlen=1000)
+        for tier in TIERS:
+            self.state.events.setdefault(tier, {"real": 0, "shadow": 0})
 
     # ------------------------------------------------------------------ breakers
     def rolling_sharpe(self) -> float | None:
@@ -111,7 +131,8 @@ class Brain:
         sd = float(np.std(recent, ddof=1))
         return float(np.mean(recent)) / sd if sd > 0 else 0.0
 
-    def learning_paused(self) -> bool:
+    def risk_cut(self) -> bool:
+        """The rolling-Sharpe circuit breaker: cut risk (not learning) while recent trades lose."""
         sharpe = self.rolling_sharpe()
         return sharpe is not None and sharpe < 0
 
@@ -156,16 +177,83 @@ class Brain:
             tolerance = self.meta.profile(learner).risk_tolerance
             threshold = entry_threshold * (2.0 - tolerance)
         overall = combine(weights, scores) if weights else float("nan")
-        tolerance = self.meta.profile(learner).risk_tolerance
+        share = self.meta.profile(learner).risk_tolerance
+        cut = self.risk_cut()
+        if cut:
+            threshold *= self.config.brain.risk_cut_threshold
+            share *= self.config.brain.risk_cut_stake
+        profile = ""
+        if self.config.profiles.enabled:
+            profile = (self.config.profiles.rule_profile if mode == "fallback"
+                       else self.profiles.select(regime, self.rng))
         decision = Decision(
             time=now.isoformat(), pair=pair, regime=str(regime),
             regime_confidence=round(float(regime_confidence), 4) if _finite(regime_confidence)
             else 0.0, learner=learner, mode=mode, weights=_round(weights), scores=_round(scores),
             overall=round(overall, 4) if _finite(overall) else float("nan"),
-            threshold=round(threshold, 4), stake_share=tolerance,
-            take=bool(_finite(overall) and overall > threshold), policy=policy)
+            threshold=round(threshold, 4), stake_share=share,
+            take=bool(_finite(overall) and overall > threshold), policy=policy,
+            profile=profile, risk_cut=cut)
         self._decisions.append(decision.to_dict())
         return decision
+
+    def shadow_decision(self, learner: str, scores: dict[str, float | None], regime: str,
+                        entry_threshold: float, rng: np.random.Generator
+                        ) -> tuple[bool, float, str]:
+        """What ``learner`` would decide at this candle: (take, overall score, exit profile).
+        Nothing is logged or learned; the draws come from ``rng`` (the caller seeds it per pair
+        and candle). Thresholds as in :meth:`decide`, without the circuit breakers (shadow
+        trades measure the learner, not the account)."""
+        regime = regime if self.config.regime.enabled else Regime.UNKNOWN.value
+        available = available_components(scores, COMPONENTS)
+        if not available:
+            return False, float("nan"), ""
+        if self.config.bandit.enabled:
+            weights = self.meta.bandit(learner).sample_weights(regime, rng, available)
+        else:
+            weights = {c: 1.0 / len(available) for c in available}
+        overall = combine(weights, scores)
+        threshold = entry_threshold * (2.0 - self.meta.profile(learner).risk_tolerance)
+        profile = self.profiles.select(regime, rng) if self.config.profiles.enabled else ""
+        return bool(_finite(overall) and overall > threshold), overall, profile
+
+    def rule_decision(self, scores: dict[str, float | None], entry_threshold: float) -> bool:
+        """The rule-based path's decision (technical score over the base threshold)."""
+        tech = scores.get("technical")
+        return bool(_finite(tech) and tech > entry_threshold)
+
+    def count(self, tier: str, kind: str, n: int = 1) -> None:
+        self.state.events.setdefault(tier, {"real": 0, "shadow": 0})
+        self.state.events[tier][kind] = self.state.events[tier].get(kind, 0) + n
+
+    def learn_shadow(self, outcome: ShadowOutcome) -> dict[str, Any]:
+        """Learn from one resolved shadow outcome (called at or after its exit candle)."""
+        trade, res = outcome.trade, outcome.resolution
+        w = self.config.shadow.weight
+        done: dict[str, Any] = {}
+        if not _finite(res.ret):
+            return done
+        kind, _, name = trade.track.partition(":")
+        if kind == "learner" and outcome.chosen and name in self.meta.learner_names:
+            upd = self.meta.record_outcome(name, trade.regime, trade.scores, res.ret,
+                                           weight=w, share=False)
+            if upd.get("meta"):
+                self.count("meta", "shadow")
+            if upd.get("bandits", {}).get(name):
+                self.count("bandit", "shadow")
+            done["meta"] = upd
+        # Every learner may open the same entry: the profile learner learns each
+        # (pair, candle, profile) once.
+        key = (trade.pair, trade.entry_ns, outcome.profile)
+        if kind == "learner" and key not in self._seen_profile_set:
+            if len(self._seen_profile_keys) == self._seen_profile_keys.maxlen:
+                self._seen_profile_set.discard(self._seen_profile_keys[0])
+            self._seen_profile_keys.append(key)
+            self._seen_profile_set.add(key)
+            if self.profiles.record(trade.regime, outcome.profile, res.ret, w, shadow=True):
+                self.count("profiles", "shadow")
+                done["profile"] = True
+        return done
 
     # ------------------------------------------------------------------ learning
     def record_close(self, now: datetime, pair: str, decision: dict[str, Any] | None,
@@ -182,17 +270,24 @@ class Brain:
         if decision is None:
             self.state.unattributed_trades += 1
         self.regime_perf.record_trade(regime, profit_ratio)
-        paused = self.learning_paused()
+        cut = self.risk_cut()
         updated: dict[str, Any] = {}
         # Fallback trades were not the learners' choice: they teach the bandits (the component
-        # signs still agreed or not) but not the meta-policy.
-        if not paused and decision is not None:
+        # signs still agreed or not) but not the meta-policy. Learning never pauses.
+        if decision is not None:
             updated = self.meta.record_outcome(learner if mode == "learned" else None, regime,
                                                scores, profit_ratio, now)
+            if updated.get("meta"):
+                self.count("meta", "real")
+            if any(updated.get("bandits", {}).values()):
+                self.count("bandit", "real")
+            profile = decision.get("profile")
+            if profile and self.profiles.record(regime, profile, profit_ratio):
+                self.count("profiles", "real")
         self._outcomes.append({"time": now.isoformat(), "pair": pair, "learner": learner,
                                "regime": regime, "mode": mode, "profit_ratio": profit_ratio,
-                               "learning_paused": paused})
-        return {"recorded": True, "learning_paused": paused, "updated": updated}
+                               "risk_cut": cut})
+        return {"recorded": True, "risk_cut": cut, "updated": updated}
 
     # ------------------------------------------------------------------ state and reports
     def to_state(self) -> dict[str, Any]:
@@ -200,7 +295,8 @@ class Brain:
         self.state.outcomes = list(self._outcomes)
         self.state.rng = self.rng.bit_generator.state
         return {"brain": asdict(self.state), "meta": self.meta.to_state(),
-                "regime_perf": self.regime_perf.to_state()}
+                "regime_perf": self.regime_perf.to_state(),
+                "profiles": self.profiles.to_state()}
 
     def recent_decisions(self) -> list[dict[str, Any]]:
         return list(self._decisions)
@@ -217,7 +313,10 @@ class Brain:
         return {
             "closed_trades": self.state.closed_trades,
             "unattributed_trades": self.state.unattributed_trades,
-            "circuit_breakers": {"learning_paused": self.learning_paused(),
+            "learning_events": {t: dict(v) for t, v in self.state.events.items()},
+            "shadow_unresolved": self.state.shadow_unresolved,
+            "profiles": self.profiles.report(),
+            "circuit_breakers": {"risk_cut": self.risk_cut(),
                                  "rolling_sharpe": self.rolling_sharpe(),
                                  "breaker_trades": self.config.brain.breaker_trades,
                                  "fallback": self.fallback(drawdown),

@@ -14,6 +14,8 @@ from typing import Any
 
 from learning.brain.config import BanditSettings, BrainConfig, RegimeSettings
 from learning.brain.meta import MetaConfig
+from learning.brain.profiles import ProfileConfig
+from learning.brain.shadow import ShadowConfig
 from learning.core.config import SECTION, _f, parse_section
 from learning.core.risk import RiskConfig
 from learning.router.config import RouterSettings
@@ -43,6 +45,12 @@ class SizingConfig:
 
     agent: str = _f("rule", "rule: learner risk tolerance × cap, ATR stop; ppo: the Tier 3 "
                     "trade-parameter agent, clamped by the risk guard.", choices=("rule", "ppo"))
+    vol_target: float = _f(0.5, "Volatility targeting: an entry's stake is the learner's share "
+                           "× (this / the pair's forecast annualised volatility) of the "
+                           "position cap, clamped by the guard; 0 turns it off (the share of "
+                           "the cap alone).", (0.0, 10.0))
+    vol_halflife: str = _f("3d", "Half-life of the EWMA volatility forecast (used when no "
+                           "FreqAI model predicts volatility).", duration=True)
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,8 @@ class LearningConfig:
     bandit: BanditSettings = _f(BanditSettings(), "Tier 1 component-weight bandit.")
     meta: MetaConfig = _f(MetaConfig(), "Tier 4 meta-learner.")
     brain: BrainConfig = _f(BrainConfig(), "Decision flow and circuit breakers.")
+    shadow: ShadowConfig = _f(ShadowConfig(), "Counterfactual (shadow) feedback.")
+    profiles: ProfileConfig = _f(ProfileConfig(), "Exit profiles (SCALP / SWING / RUNNER).")
     sizing: SizingConfig = _f(SizingConfig(), "Trade sizing and exit parameters.")
     router: RouterSettings = _f(RouterSettings(), "Policy router.")
 

@@ -77,16 +77,22 @@ def test_non_finite_scores_are_left_out_and_none_left_means_skip():
     assert not d.take and d.weights == {}
 
 
-def test_learning_pauses_while_rolling_sharpe_is_negative():
-    b = brain(brain={"breaker_trades": 5})
-    d = b.decide(T0, "BTC/USDT", STRONG, "CHOPPY", 0.5, 0.0, 0.3).to_dict()
+def test_negative_rolling_sharpe_cuts_risk_and_learning_goes_on():
+    b = brain(brain={"breaker_trades": 5}, meta={"force_learner": "Balanced"})
+    calm = b.decide(T0, "BTC/USDT", STRONG, "CHOPPY", 0.5, 0.0, 0.3)
+    d = calm.to_dict()
     for i in range(5):
         b.record_close(T0 + timedelta(hours=i), "BTC/USDT", d, -0.01 - 0.001 * i)
-    assert b.learning_paused()
+    assert b.risk_cut()
     before = b.meta.to_state()
     result = b.record_close(T0 + timedelta(hours=9), "BTC/USDT", d, 0.02)
-    assert result["learning_paused"] and b.meta.to_state() == before
-    assert b.report()["circuit_breakers"]["learning_paused"]
+    assert result["risk_cut"] and b.meta.to_state() != before, "the posteriors still learn"
+    cut = b.decide(T0 + timedelta(hours=10), "BTC/USDT", STRONG, "CHOPPY", 0.5, 0.0, 0.3)
+    assert cut.risk_cut and not calm.risk_cut
+    assert np.isclose(cut.threshold, calm.threshold * 1.25, atol=1e-3)
+    assert np.isclose(cut.stake_share, calm.stake_share * 0.5)
+    assert b.report()["circuit_breakers"]["risk_cut"]
+    assert b.report()["learning_events"]["meta"]["real"] == 6
 
 
 def test_trade_the_brain_never_saw_open_is_recorded_without_crashing():
