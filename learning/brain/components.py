@@ -18,7 +18,7 @@ series are aligned with a backward as-of join, so the value at t reads candles <
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -85,6 +85,63 @@ def sentiment_score(btc: pd.DataFrame, funding: pd.DataFrame | None = None, *,
         # 0.01% per 8h is the neutral level on most venues; 0.05% is crowded.
         score = 0.85 * score + 0.15 * np.tanh((rate - 1e-4) / 4e-4).fillna(0.0)
     return score.clip(-1, 1)
+
+
+def asof_merge(dates: pd.Series, timeframe: str, info: pd.DataFrame, info_timeframe: str,
+               columns: Sequence[str]) -> pd.DataFrame:
+    """``columns`` of ``info`` (candles of ``info_timeframe``) as known at the close of each
+    candle of ``dates`` (``timeframe``): the newest informative candle that had closed by then.
+
+    freqtrade's ``merge_informative_pair`` does the same but refuses an informative timeframe
+    shorter than the strategy's (1h regimes on a 4h strategy); matching close times works for
+    both directions and never uses a candle before it closed.
+    """
+    step = pd.Timedelta(minutes=_tf_minutes(timeframe))
+    info_step = pd.Timedelta(minutes=_tf_minutes(info_timeframe))
+    left = pd.DataFrame({"_close": (pd.to_datetime(dates, utc=True) + step).dt.as_unit("ns")})
+    right = info[list(columns)].copy()
+    right["_close"] = (pd.to_datetime(info["date"], utc=True) + info_step).dt.as_unit("ns")
+    right = right.sort_values("_close")
+    order = np.argsort(left["_close"].to_numpy(), kind="stable")
+    merged = pd.merge_asof(left.iloc[order], right, on="_close", direction="backward")
+    out = pd.DataFrame(index=left.index, columns=list(columns), dtype="float64")
+    out.iloc[order] = merged[list(columns)].to_numpy()
+    return out
+
+
+def trend_score(dates: pd.Series, close: pd.Series, timeframe: str, daily: pd.DataFrame | None,
+                days: int = 50) -> pd.Series:
+    """Time-series momentum (Moskowitz, Ooi & Pedersen 2012) as a score in [-1, 1].
+
+    x = log(close / mean of the last ``days`` completed daily closes), in units of what that
+    distance spreads to on a driftless walk (σ_daily √(days / 3)); score = tanh(x). Positive
+    while the price is above its ``days``-day mean: the textbook trend rule's signal, graded.
+    The daily closes come from the pair's 1d candles and are known only once their day has
+    closed (:func:`asof_merge`).
+    """
+    if daily is None or len(daily) < days + 1:
+        return pd.Series(np.nan, index=close.index)
+    dclose = daily["close"].astype("float64")
+    dlog = np.log(dclose.where(dclose > 0))
+    stats = pd.DataFrame({
+        "date": daily["date"],
+        "sma": dclose.rolling(days, min_periods=days).mean(),
+        "vol": dlog.diff().rolling(days, min_periods=days // 2).std()})
+    merged = asof_merge(dates, timeframe, stats, "1d", ["sma", "vol"])
+    x = np.log(close.astype("float64").to_numpy() / merged["sma"].to_numpy())
+    scale = merged["vol"].to_numpy() * math.sqrt(days / 3.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        score = np.tanh(x / scale)
+    return pd.Series(score, index=close.index).clip(-1, 1)
+
+
+def ewma_volatility(close: pd.Series, timeframe: str, halflife: pd.Timedelta) -> pd.Series:
+    """Annualised volatility forecast: EWMA of squared log returns (RiskMetrics), causal."""
+    per_year = 365.0 * 1440.0 / _tf_minutes(timeframe)
+    span = max(1.0, halflife / pd.Timedelta(minutes=_tf_minutes(timeframe)))
+    r = np.log(close.astype("float64") / close.astype("float64").shift(1))
+    var = (r * r).ewm(halflife=span, min_periods=max(2, int(span))).mean()
+    return np.sqrt(var * per_year)
 
 
 def _aligned_value(dates: pd.Series, frame: pd.DataFrame, column: str) -> pd.Series:

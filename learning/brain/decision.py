@@ -28,6 +28,7 @@ Rules (each documented in the README):
 from __future__ import annotations
 
 import math
+import zlib
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -85,6 +86,14 @@ class BrainState:
     #: learning events per tier: {"bandit": {"real": n, "shadow": m}, ...}
     events: dict[str, dict[str, int]] = field(default_factory=dict)
     shadow_unresolved: int = 0  # outcomes dropped unresolved at the end of a run
+
+
+def decision_rng(seed: int, pair: str, when_ns: int, salt: str = "") -> np.random.Generator:
+    """A generator for the draws of one decision, seeded by (seed, pair, candle, purpose), so a
+    pair's draws never depend on how many draws other pairs made before it (stable across
+    processes: crc32, not Python's salted hash)."""
+    key = zlib.crc32(f"{pair}|{salt}".encode())
+    return np.random.default_rng([int(seed), key, int(when_ns) // 1_000_000_000])
 
 
 def _finite(x: Any) -> bool:

@@ -264,6 +264,20 @@ class MetaLearner:
                                        "scores": scores, "forced": forced})
         return Selection(learner, self._profiles[learner], key, scores, forced)
 
+    def sample(self, regime: Any, rng: np.random.Generator) -> str:
+        """The learner a Thompson draw picks now, without recording a selection (shadow
+        decisions of the router's policies)."""
+        if self.config.force_learner is not None:
+            return self.config.force_learner
+        names = self.learner_names
+        post = np.array([self.posterior(regime_key(regime), n) for n in names])
+        m, kappa, a, b = post.T
+        precision = rng.gamma(a, 1.0 / b)
+        mu = m + self.config.exploration * rng.standard_normal(len(names)) / np.sqrt(
+            kappa * precision)
+        draws = mu * np.sqrt(precision) if self.config.objective == "sharpe" else mu
+        return names[int(np.argmax(draws))]
+
     # -- learning ----------------------------------------------------------------------------
     def record_outcome(self, learner: str | None, regime: Any,
                        scores: Mapping[str, float | None], profit_ratio: float,

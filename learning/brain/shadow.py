@@ -14,8 +14,10 @@ learner at candle t has seen exactly the outcomes resolved by t (prefix tests pr
 outcome whose barriers are not reached inside the data stays pending; at the end of a run such
 outcomes are dropped and counted (:meth:`ShadowBook.unresolved`), never used.
 
-A learner holds at most one shadow position per pair at a time (it would not pyramid shadow
-entries every candle): overlapping counterfactuals would count one market move dozens of times.
+Every evaluated candle is a decision, so shadow trades of one learner overlap in time and their
+outcomes are correlated (one market move resolves many of them). That is why one shadow outcome
+counts as only ``weight`` of a real trade in every tier: the posteriors' effective sample size
+and memory stay in proportion to the time the evidence spans, not to the number of candles.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class ShadowConfig:
     enabled: bool = _f(True, "Learn from shadow trades (every learner's decision at every "
                        "evaluated candle, resolved by its exit plan after fees) as well as from "
                        "real trades; false: real trades only (an ablation).")
-    weight: float = _f(0.25, "What one shadow outcome counts as in every tier, in real trades "
+    weight: float = _f(0.05, "What one shadow outcome counts as in every tier, in real trades "
                        "(a real trade counts 1).", (0.001, 1.0))
     router: bool = _f(True, "The router's policies learn from shadow outcomes too.")
     fee: float = _f(0.001, "Fee per side charged to shadow trades when the run sets none.",
@@ -153,23 +155,13 @@ class ShadowBook:
         self._ready: list[tuple[int, int, ShadowOutcome]] = []  # heap by release time
         self._pending: dict[str, list[tuple[ShadowTrade, str]]] = {}  # pair -> unresolved
         self._tried_len: dict[str, int] = {}  # pair -> path length of the last attempt
-        self._busy: dict[tuple[str, str], int | None] = {}  # (track, pair) -> exit close ns
         self._seq = 0
         self.opened = 0
         self.released = 0
         self.lost = 0  # entry candle no longer in the frame (a live window slid past it)
 
-    def busy(self, track: str, pair: str, now_ns: int) -> bool:
-        """Whether ``track`` still holds its shadow position in ``pair`` after the candle that
-        closes at ``now_ns`` (a position that exits at that close is free again)."""
-        if (track, pair) not in self._busy:
-            return False
-        until = self._busy[(track, pair)]
-        return until is None or until > now_ns
-
     def open(self, trade: ShadowTrade, path: PricePath, step_ns: int) -> None:
         self.opened += 1
-        self._busy[(trade.track, trade.pair)] = None
         for name in trade.plans:
             self._try(trade, name, path, step_ns)
 
@@ -177,8 +169,6 @@ class ShadowBook:
         i = int(np.searchsorted(path.close_ns, trade.entry_ns))
         if i >= len(path.close_ns) or int(path.close_ns[i]) != trade.entry_ns:
             self.lost += 1
-            if name == trade.chosen:
-                self._busy.pop((trade.track, trade.pair), None)
             return
         res = resolve(path, i, trade.plans[name], self.fee, step_ns)
         if res is None:
@@ -186,8 +176,6 @@ class ShadowBook:
             self._tried_len[trade.pair] = len(path.close_ns)
             return
         exit_ns = int(path.close_ns[res.index])
-        if name == trade.chosen:
-            self._busy[(trade.track, trade.pair)] = exit_ns
         self._seq += 1
         heapq.heappush(self._ready, (exit_ns, self._seq, ShadowOutcome(trade, name, res,
                                                                        exit_ns)))

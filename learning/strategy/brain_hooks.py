@@ -14,12 +14,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from freqtrade.strategy import merge_informative_pair
 
-from learning.brain.components import sentiment_score, theme_score
+from learning.brain.components import asof_merge, sentiment_score, theme_score
 from learning.brain.decision import SCHEMA_VERSION as BRAIN_SCHEMA
-from learning.brain.decision import Brain, Decision
+from learning.brain.decision import Brain, Decision, decision_rng
+from learning.brain.profiles import plan_for
 from learning.brain.regime import PROB_COLUMNS, REGIME_IDS, Regime, RegimeDetector, regime_features
+from learning.brain.shadow import PricePath, ShadowBook, ShadowTrade
+from learning.core.durations import candles
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,8 @@ class BrainHooks:
         self._static_policy = ""  # the router is unavailable: every entry goes to this one
         self._saved_champion: str | None = None
         self._preselected: dict[str, tuple[pd.Timestamp, str]] = {}
+        self._shadow_book: ShadowBook | None = None
+        self._shadow_last: dict[str, int] = {}  # pair -> close ns of the last evaluated candle
 
     def _init_router(self, now: datetime) -> None:
         """Open the policy router (``router.enabled``). Dry/live share the registry the CLI
@@ -160,6 +164,9 @@ class BrainHooks:
     def _save_brain(self, data_end: datetime | None) -> None:
         if not self._persist:
             return
+        if self._shadow_book is not None:
+            # outcomes not resolvable inside the data so far: never used (counted)
+            self.brain.state.shadow_unresolved = self._shadow_book.unresolved()
         try:
             self.store.save_json(BRAIN_STATE_NAME, self.brain.to_state(), schema=BRAIN_SCHEMA,
                                  meta={"runmode": self._namespace, "data_end": data_end})
@@ -169,13 +176,34 @@ class BrainHooks:
 
     # ------------------------------------------------------------------ data
     def informative_pairs(self) -> list[tuple[str, str]]:
+        """The market proxy (BTC) at the detector's and the strategy's timeframe whether or not
+        it is whitelisted, every pair at the detector's timeframe, and daily candles for the
+        trend component."""
         tf = self.learning.regime.detector.timeframe
         pairs = list(self.config["exchange"].get("pair_whitelist", []))
         btc = self.learning.regime.btc_pair
-        out = [(p, tf) for p in dict.fromkeys([*pairs, btc])]
+        everyone = list(dict.fromkeys([*pairs, btc]))
+        out = [(p, tf) for p in everyone] + [(p, "1d") for p in everyone if tf != "1d"]
         if btc not in pairs:
             out.append((btc, self.timeframe))
-        return out
+        return list(dict.fromkeys(out))
+
+    def check_informative_data(self) -> None:
+        """Start-up: a backtest without the market proxy's candles cannot detect regimes nor
+        read the market: stop with the file that is missing."""
+        from freqtrade.exceptions import OperationalException
+
+        from learning.data.candles import pair_to_filename
+
+        btc = self.learning.regime.btc_pair
+        for tf in dict.fromkeys([self.learning.regime.detector.timeframe, self.timeframe]):
+            if self._frame(btc, tf) is None:
+                datadir = self.config.get("datadir") or "the data folder"
+                raise OperationalException(
+                    f"AdvancedLearning: no {btc} {tf} candles: {datadir}/"
+                    f"{pair_to_filename(btc, tf)} is missing (the market proxy is read whether "
+                    f"or not it is whitelisted; download it with `freqtrade download-data "
+                    f"--pairs {btc} --timeframes {tf}`)")
 
     def _frame(self, pair: str, timeframe: str) -> pd.DataFrame | None:
         try:
@@ -225,15 +253,14 @@ class BrainHooks:
         btc_pair = self.learning.regime.btc_pair
         btc = None if pair == btc_pair else self._frame(btc_pair, self.timeframe)
         others.pop(btc_pair, None)
-        dataframe["score_theme"] = theme_score(dataframe, others, btc,
-                                               self.learning.brain.theme_window).to_numpy()
+        window = candles(self.learning.brain.theme_window, self.timeframe, minimum=2)
+        dataframe["score_theme"] = theme_score(dataframe, others, btc, window).to_numpy()
         ctx = self.market_context()
         tf = self.learning.regime.detector.timeframe
         if ctx is not None:
-            merged = merge_informative_pair(dataframe[["date"]].copy(), ctx, self.timeframe, tf,
-                                            ffill=True)
+            merged = asof_merge(dataframe["date"], self.timeframe, ctx, tf, CONTEXT_COLUMNS)
             for col in CONTEXT_COLUMNS:
-                dataframe[col] = merged[f"{col}_{tf}"].to_numpy()
+                dataframe[col] = merged[col].to_numpy()
         else:
             for col in CONTEXT_COLUMNS:
                 dataframe[col] = np.nan
@@ -242,6 +269,31 @@ class BrainHooks:
             lambda i: REGIME_BY_ID.get(int(i), Regime.UNKNOWN).value)
         return dataframe
 
+    def btc_features(self, now: datetime) -> tuple[float, float]:
+        """The market proxy's trend and volatility (``pair_features``) at the last closed
+        candle, from the whitelist's series or else the informative candles: the agents read the
+        market whether or not BTC is traded."""
+        from learning.brain.components import pair_features
+
+        btc = self.learning.regime.btc_pair
+        series = self._series.get(btc)
+        if series is not None:
+            i = series.last_closed(now)
+            return (series.trend[i], series.vol[i]) if i >= 0 else (np.nan, np.nan)
+        frame = self._frame(btc, self.timeframe)
+        if frame is None:
+            return np.nan, np.nan
+        key = (len(frame), frame["date"].iloc[-1])
+        if getattr(self, "_btc_key", None) != key:
+            feats = pair_features(frame, self.timeframe)
+            closes = (pd.to_datetime(frame["date"], utc=True) + self.timeframe_to_td())
+            self._btc_key = key
+            self._btc_feats = (closes.dt.as_unit("ns").astype("int64").to_numpy(),
+                               feats["trend"].to_numpy(), feats["vol"].to_numpy())
+        close_ns, trend, vol = self._btc_feats
+        i = int(np.searchsorted(close_ns, pd.Timestamp(now).value, side="right")) - 1
+        return (float(trend[i]), float(vol[i])) if i >= 0 else (np.nan, np.nan)
+
     # ------------------------------------------------------------------ decisions
     def scores_at(self, pair: str, now: datetime) -> tuple[dict[str, float], str, float] | None:
         series = self._series.get(pair)
@@ -249,7 +301,7 @@ class BrainHooks:
         if i < 0:
             return None
         scores = {"technical": series.score[i], "ai": series.ai[i], "theme": series.theme[i],
-                  "sentiment": series.sentiment[i]}
+                  "sentiment": series.sentiment[i], "trend": series.trend_score[i]}
         regime = REGIME_BY_ID.get(int(series.regime_id[i]), Regime.UNKNOWN).value
         return scores, regime, float(series.regime_conf[i])
 
@@ -276,8 +328,121 @@ class BrainHooks:
         if entry_tag == "force_entry":
             # A user's forced entry is the user's decision; the guard still sizes it.
             decision = Decision(**{**decision.to_dict(), "mode": "manual", "take": True})
-        self._pending[pair] = decision.to_dict()
+        record = decision.to_dict()
+        if decision.profile:
+            plan = plan_for(self.learning.profiles.profile(decision.profile),
+                            self.daily_vol(pair, now), self.learning.profiles)
+            record["plan"] = plan.to_dict() if plan else None
+        self._pending[pair] = record
         return decision
+
+    def daily_vol(self, pair: str, now: datetime) -> float:
+        """The pair's daily volatility (fraction) at the last closed candle, from the EWMA
+        forecast; NaN while unknown."""
+        series = self._series.get(pair)
+        i = series.last_closed(now) if series else -1
+        return float(series.vol_forecast[i]) / np.sqrt(365.0) if i >= 0 else float("nan")
+
+    # ------------------------------------------------------------------ shadow feedback
+    def _shadow_fee(self) -> float:
+        fee = self.config.get("fee")
+        return float(fee) if fee is not None else self.learning.shadow.fee
+
+    def _price_path(self, pair: str) -> PricePath | None:
+        series = self._series.get(pair)
+        if series is None:
+            return None
+        return PricePath(series.close_ns, series.open, series.high, series.low, series.close,
+                         series.trend_score)
+
+    def shadow_step(self, now: datetime) -> None:
+        """Counterfactual feedback, once per closed candle and pair (called per bot loop):
+        release the outcomes resolved by now to every tier, then let every learner (and every
+        router policy) decide on the newest closed candle of each pair and open the shadow
+        trades they would have entered. Never raises: learning must not stop trading."""
+        if not self.learning.shadow.enabled or not self._series:
+            return
+        try:
+            self._shadow_step(now)
+        except Exception as err:  # say it once; trading goes on without shadow feedback
+            self._log_once(f"shadow-{type(err).__name__}", "AdvancedLearning: shadow feedback "
+                           "failed (%s); it is skipped", err, level=logging.ERROR)
+
+    def _shadow_step(self, now: datetime) -> None:
+        step_ns = int(self.timeframe_to_td().total_seconds() * 1e9)
+        if self._shadow_book is None:
+            self._shadow_book = ShadowBook(self._shadow_fee())
+        book = self._shadow_book
+        paths = {p: path for p in self._series if (path := self._price_path(p)) is not None}
+        now_ns = int(pd.Timestamp(now).value)
+        routed = False
+        for outcome in book.release(now_ns, paths, step_ns):
+            self.brain.learn_shadow(outcome)
+            policy = outcome.trade.meta.get("policy")
+            if policy and outcome.chosen and self.router is not None:
+                done = self.router.record_outcome(
+                    policy, f"shadow-{outcome.trade.pair}-{outcome.trade.entry_ns}",
+                    outcome.resolution.ret, 0.0, now, weight=self.learning.shadow.weight,
+                    flush=False)
+                if done != "rejected":
+                    self.brain.count("router", "shadow")
+                    routed = True
+            self._brain_dirty = True
+        if routed:
+            self.router.flush()
+        threshold = self.entry_threshold.value
+        profiles = self.learning.profiles
+        for pair, series in self._series.items():
+            i = series.last_closed(now)
+            if i < 0 or not series.data_ok[i]:
+                continue
+            t_ns = int(series.close_ns[i])
+            if self._shadow_last.get(pair, -1) >= t_ns:
+                continue
+            self._shadow_last[pair] = t_ns
+            found = self.scores_at(pair, now)
+            if found is None:
+                continue
+            scores, regime, _ = found
+            vol = self.daily_vol(pair, now)
+            plans = {}
+            if profiles.enabled:
+                plans = {p.name: plan for p in profiles.profiles
+                         if (plan := plan_for(p, vol, profiles)) is not None}
+            if not plans:
+                continue
+            rng = decision_rng(self.learning.brain.seed, pair, t_ns, "shadow")
+            for learner in self.brain.meta.learner_names:
+                track = f"learner:{learner}"
+                take, _, profile = self.brain.shadow_decision(learner, scores, regime,
+                                                              threshold, rng)
+                if take:
+                    book.open(ShadowTrade(track, pair, t_ns, regime, dict(scores),
+                                          profile or profiles.rule_profile, plans),
+                              paths[pair], step_ns)
+            self._shadow_policies(book, pair, t_ns, scores, regime, plans, threshold, rng,
+                                  paths[pair], step_ns)
+
+    def _shadow_policies(self, book: ShadowBook, pair: str, t_ns: int, scores: dict,
+                         regime: str, plans: dict, threshold: float, rng: np.random.Generator,
+                         path: PricePath, step_ns: int) -> None:
+        """Shadow trades of the router's policies: the rule path, and the meta-learner's
+        choice for every learned policy type."""
+        if self.router is None or not self.learning.shadow.router:
+            return
+        rule_profile = self.learning.profiles.rule_profile
+        for policy, kind in self._policy_types.items():
+            track = f"policy:{policy}"
+            if kind == "rule":
+                take, profile = self.brain.rule_decision(scores, threshold), rule_profile
+            else:
+                learner = self.brain.meta.sample(regime, rng)
+                take, _, profile = self.brain.shadow_decision(learner, scores, regime,
+                                                              threshold, rng)
+            if take:
+                book.open(ShadowTrade(track, pair, t_ns, regime, dict(scores),
+                                      profile or rule_profile, plans, {"policy": policy}),
+                          path, step_ns)
 
     def record_entry_fill(self, trade: Any, now: datetime) -> None:
         decision = self._pending.pop(trade.pair, None)
@@ -305,12 +470,15 @@ class BrainHooks:
         regime_now = REGIME_BY_ID.get(self.regime_now(now), Regime.UNKNOWN).value
         result = self.brain.record_close(now, trade.pair, decision, profit, regime_now)
         trade.set_custom_data("outcome", {"profit_ratio": round(profit, 6),
-                                          "learning_paused": result.get("learning_paused")})
+                                          "risk_cut": result.get("risk_cut")})
         self._trade_learner.pop(trade.id, None)
+        self._plans.pop(trade.id, None)
         self._trim_to.pop(trade.id, None)  # per-trade bookkeeping ends with the trade
         self.agent_learn(trade, profit, now)
-        if self.router is not None and decision and decision.get("policy"):
-            self.router.record_outcome(decision["policy"], trade.id, profit, profit_abs, now)
+        if self.router is not None and decision and decision.get("policy") and \
+                self.router.record_outcome(decision["policy"], trade.id, profit, profit_abs,
+                                           now) != "rejected":
+            self.brain.count("router", "real")
         self._brain_dirty = True
         if self._live:
             self._save_brain(now)

@@ -147,8 +147,8 @@ class SizingHooks:
             if p == pair:
                 market.update(pair_trend=series.trend[i], pair_vol=series.vol[i],
                               pair_drawdown=series.drawdown[i])
-            if p == self.learning.regime.btc_pair:
-                market.update(btc_trend=series.trend[i], btc_vol=series.vol[i])
+        btc_trend, btc_vol = self.btc_features(now)
+        market.update(btc_trend=btc_trend, btc_vol=btc_vol)
         finite = [t for t in trends if np.isfinite(t)]
         market["breadth"] = float(np.mean([t > 0 for t in finite])) if finite else np.nan
         series = self._series[pair]

@@ -31,17 +31,19 @@ import numpy as np
 import pandas as pd
 from freqtrade.exceptions import OperationalException
 from freqtrade.persistence import LocalTrade, Order, Trade
-from freqtrade.strategy import DecimalParameter, IStrategy
+from freqtrade.strategy import DecimalParameter, IStrategy, stoploss_from_absolute
 
-from learning.brain.components import pair_features
+from learning.brain.components import ewma_volatility, pair_features, trend_score
+from learning.brain.profiles import ExitPlan
 from learning.brain.regime import PROB_COLUMNS
 from learning.brain.technical import WARMUP_CANDLES, add_technical
 from learning.core.control import CONTROL_NAME, read_control
+from learning.core.durations import candles, minutes_of, parse_duration
 from learning.core.errors import ConfigError, LearningError
 from learning.core.risk import SCHEMA_VERSION as RISK_SCHEMA
 from learning.core.risk import RiskGuard, RiskState
 from learning.core.store import StateStore, runmode_namespace, state_root
-from learning.strategy.brain_hooks import CRISIS_ID, BrainHooks, _minutes
+from learning.strategy.brain_hooks import CRISIS_ID, BrainHooks
 from learning.strategy.charts import ChartHooks
 from learning.strategy.config import LearningConfig, load_learning_config
 from learning.strategy.freqai_hooks import FreqAIHooks
@@ -53,6 +55,10 @@ RISK_STATE_NAME = "risk"
 #: An add that leaves a trade more than this fraction above the cap was not sized by the guard
 #: (the strategy's own adds are clamped to the cap at the same candle's equity).
 OVER_CAP_TOLERANCE = 0.02
+#: freqtrade fetches at most 5 calls of 1000 candles per pair at start-up (Binance's limit;
+#: ``Exchange.validate_required_startup_candles``).
+MAX_STARTUP_CANDLES = 4_999
+SCORE_COLUMNS = ("score_technical", "score_ai", "score_theme", "score_sentiment", "score_trend")
 
 
 @dataclass
@@ -60,12 +66,18 @@ class _PairSeries:
     """Closed-candle arrays of one pair for O(log n) lookups by time (no dataframe slicing)."""
 
     close_ns: np.ndarray  # candle close times (open + timeframe), int64 ns
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
     close: np.ndarray
     score: np.ndarray  # technical
     atr_pct: np.ndarray
     ai: np.ndarray
     theme: np.ndarray
     sentiment: np.ndarray
+    trend_score: np.ndarray  # the trend component (time-series momentum)
+    vol_forecast: np.ndarray  # annualised EWMA volatility
+    data_ok: np.ndarray
     regime_id: np.ndarray
     regime_conf: np.ndarray
     regime_probs: np.ndarray  # (N, 5) in PROB_COLUMNS order
@@ -91,7 +103,6 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
     INTERFACE_VERSION = 3
     timeframe = "5m"
     can_short = False
-    startup_candle_count = WARMUP_CANDLES
     process_only_new_candles = True
     use_exit_signal = True
     exit_profit_only = False
@@ -141,15 +152,39 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         self._logged: set[str] = set()
         self._guard_history: deque[tuple[int, float, float, float, int]] = deque(maxlen=20_000)
         self._trim_to: dict[int, float | None] = {}  # trade id -> stake to trim back to
+        self._plans: dict[int, ExitPlan | None] = {}  # trade id -> exit plan (profiles)
         self._init_brain()
-        # The regime detector reads informative candles; freqtrade loads startup_candle_count
-        # candles of the main timeframe before a backtest (and at most 5 x 1000 live), so the
-        # history it needs is requested up to that limit. With less, regimes start UNKNOWN.
-        det = self.learning.regime.detector
-        need = (det.warmup_candles + det.min_fit_candles + det.refit_every) * _minutes(
-            det.timeframe) // _minutes(self.timeframe)
-        self.startup_candle_count = max(WARMUP_CANDLES, min(need, 4_900)) \
-            if self.learning.regime.enabled else WARMUP_CANDLES
+        # freqtrade applies the config's timeframe after __init__, so the start-up history is
+        # computed when it is asked for (see the property); a value in the config still wins.
+        self._startup_override: int | None = config.get("startup_candle_count")
+
+    # ------------------------------------------------------------------ start-up history
+    @property
+    def startup_candle_count(self) -> int:  # type: ignore[override]
+        """Candles of history before the first traded candle, from durations and the timeframe
+        in force (freqtrade reads this after applying the config's ``timeframe``)."""
+        if self._startup_override is not None:
+            return int(self._startup_override)
+        return min(self.required_startup_candles(self.timeframe), MAX_STARTUP_CANDLES)
+
+    @startup_candle_count.setter
+    def startup_candle_count(self, value: int) -> None:
+        self._startup_override = int(value)
+
+    def required_startup_candles(self, timeframe: str) -> int:
+        """History every causal window needs at ``timeframe``: the TA-Lib indicators (in
+        candles), twice the theme and volatility windows, and the regime detector's warm-up,
+        first fit and first refit period (in its own timeframe's candles)."""
+        tf = minutes_of(timeframe)
+        brain = self.learning.brain
+        need = [WARMUP_CANDLES, 2 * candles(brain.theme_window, timeframe),
+                2 * candles(brain.volatility_baseline, timeframe)]
+        if self.learning.regime.enabled:
+            det = self.learning.regime.detector
+            minutes = (det.warmup_candles + det.min_fit_candles + det.refit_every) * minutes_of(
+                det.timeframe)
+            need.append(math.ceil(minutes / tf))
+        return max(need)
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -163,6 +198,8 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
                 self.guard.state = RiskState.from_state(data)
                 logger.info("AdvancedLearning: risk state restored from %s (peak equity %s)",
                             self.store.root, self.guard.state.peak_equity)
+        if not self._live and self.learning.regime.enabled:
+            self.check_informative_data()
         # A backtest starts from a clean guard: it never loads state of a live run.
         self._load_brain(self._backtest_start())
         self._init_router(self._backtest_start() or datetime.now(UTC))
@@ -215,8 +252,17 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
                                "sizing)", pair, err, level=logging.ERROR)
             else:
                 dataframe["score_ai"] = self.ai_score(dataframe)
-        add_technical(dataframe)
+        add_technical(dataframe, candles(self.learning.brain.volatility_baseline,
+                                         self.timeframe))
         self.add_brain_columns(dataframe, pair)
+        trend_days = max(2, round(parse_duration(self.learning.brain.trend_window)
+                                  / timedelta(days=1)))
+        dataframe["score_trend"] = trend_score(dataframe["date"], dataframe["close"],
+                                               self.timeframe, self._frame(pair, "1d"),
+                                               trend_days).to_numpy()
+        dataframe["vol_forecast"] = ewma_volatility(
+            dataframe["close"], self.timeframe,
+            pd.Timedelta(parse_duration(self.learning.sizing.vol_halflife))).to_numpy()
         bad = int((~dataframe["data_ok"]).iloc[self.startup_candle_count:].sum())
         if bad:
             self._log_once(f"bad-rows-{pair}", "AdvancedLearning: %s has %d candles with NaN, "
@@ -227,12 +273,18 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         self._series[pair] = _PairSeries(
             # as_unit: pandas keeps the file's resolution (ms for feather); compare in ns.
             close_ns=(dates + step).dt.as_unit("ns").astype("int64").to_numpy(),
+            open=dataframe["open"].to_numpy(dtype="float64"),
+            high=dataframe["high"].to_numpy(dtype="float64"),
+            low=dataframe["low"].to_numpy(dtype="float64"),
             close=dataframe["close"].to_numpy(dtype="float64"),
             score=dataframe["score_technical"].to_numpy(dtype="float64"),
             atr_pct=dataframe["atr_pct"].to_numpy(dtype="float64"),
             ai=dataframe["score_ai"].to_numpy(dtype="float64"),
             theme=dataframe["score_theme"].to_numpy(dtype="float64"),
             sentiment=dataframe["score_sentiment"].to_numpy(dtype="float64"),
+            trend_score=dataframe["score_trend"].to_numpy(dtype="float64"),
+            vol_forecast=dataframe["vol_forecast"].to_numpy(dtype="float64"),
+            data_ok=dataframe["data_ok"].to_numpy(dtype=bool),
             regime_id=dataframe["regime_id"].to_numpy(dtype="int64"),
             regime_conf=dataframe["regime_confidence"].to_numpy(dtype="float64"),
             regime_probs=dataframe[list(self._prob_columns)].to_numpy(dtype="float64"),
@@ -255,8 +307,7 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         # A candidate only: the weighted score of any learner is a convex combination of the
         # components, so it can pass the threshold only where some component does. The learned
         # decision is taken per entry, in custom_stake_amount (see learning.brain.decision).
-        best = dataframe[["score_technical", "score_ai", "score_theme",
-                          "score_sentiment"]].max(axis=1, skipna=True)
+        best = dataframe[list(SCORE_COLUMNS)].max(axis=1, skipna=True)
         cond = dataframe["data_ok"] & (best > self.entry_threshold.value)
         dataframe.loc[cond, ["enter_long", "enter_tag"]] = (1, "candidate")
         self.tag_live_candidate(dataframe, metadata["pair"])
@@ -367,6 +418,7 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
             if self._live:
                 self.dp.send_msg(f"AdvancedLearning risk limit hit: {event}", always_send=True)
         self._record_guard(current_time, equity)
+        self.shadow_step(current_time)
         if events or before[0] != self.guard.state.day or self._live:
             self._dirty = True  # live: the peak and last equity move every loop
         # Live: at most once a minute (and at once on a limit). Backtests write on limit events
@@ -396,7 +448,8 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
             return 0.0
         learned = decision.mode in ("learned", "cautious")  # a learner sized it
         share = decision.stake_share if learned else 1.0
-        allowance = self.guard.max_stake(equity) * self.initial_stake_share() * share
+        room = self.guard.max_stake(equity) * self.initial_stake_share()
+        allowance = room * share * self.vol_scale(pair, current_time)
         desired = min(proposed_stake, allowance)
         if learned and self.agents is not None:
             params = self.size_with_agent(pair, current_time, equity, allowance,
@@ -404,8 +457,8 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
             if params is not None:
                 desired = min(proposed_stake, params["stake"])
                 self._pending_sizing[pair] = params
-        verdict = self.guard.check_stake(current_time, equity, desired, min_stake=min_stake,
-                                         crisis=self.crisis(current_time))
+        verdict = self.guard.check_stake(current_time, equity, min(desired, room),
+                                         min_stake=min_stake, crisis=self.crisis(current_time))
         if not verdict:
             self._pending.pop(pair, None)
             self._log_once(f"refused-{current_time:%Y-%m-%d}-{verdict.reasons}",
@@ -413,6 +466,20 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
                            ", ".join(verdict.reasons), level=logging.INFO)
             return 0.0
         return min(verdict.amount, max_stake)
+
+    def vol_scale(self, pair: str, now: datetime) -> float:
+        """Volatility targeting: target / forecast annualised volatility of the pair, at most 1
+        (the guard's allowance is the ceiling); 1 when off or the forecast is unknown. The
+        forecast: the EWMA of squared returns (``sizing.vol_halflife``)."""
+        target = self.learning.sizing.vol_target
+        series = self._series.get(pair)
+        i = series.last_closed(now) if series else -1
+        if target <= 0 or i < 0:
+            return 1.0
+        forecast = float(series.vol_forecast[i])
+        if not (math.isfinite(forecast) and forecast > 0):
+            return 1.0
+        return min(1.0, target / forecast)
 
     def confirm_trade_entry(self, pair: str, order_type: str, amount: float, rate: float,
                             time_in_force: str, current_time: datetime, entry_tag: str | None,
@@ -485,7 +552,45 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
                     current_profit: float, **kwargs: Any) -> str | None:
         return self.guard.exit_reason(current_time, self.crisis(current_time)) or \
             self.agent_exit(trade, current_time, current_profit) or \
-            self.rl_exit(trade, current_time, current_profit)
+            self.rl_exit(trade, current_time, current_profit) or \
+            self.profile_exit(trade, current_time, current_profit)
+
+    def plan_of(self, trade: Trade) -> ExitPlan | None:
+        """The exit plan chosen at entry (exit profiles), None for trades without one."""
+        if trade.id not in self._plans:
+            raw = (trade.get_custom_data("decision") or {}).get("plan")
+            try:
+                self._plans[trade.id] = ExitPlan.from_dict(raw) if raw else None
+            except (KeyError, TypeError, ValueError):
+                self._plans[trade.id] = None
+        return self._plans[trade.id]
+
+    def profile_exit(self, trade: Trade, now: datetime, current_profit: float) -> str | None:
+        """Take profit, longest hold and trend exit of the trade's exit profile (its stops are
+        in ``custom_stoploss``). The agent's parameters, when it sized the trade, come first."""
+        plan = self.plan_of(trade)
+        if plan is None or self.params_of(trade):
+            return None
+        if current_profit >= plan.take_profit:
+            return "profile_take_profit"
+        if now - trade.open_date_utc >= plan.hold:
+            return "profile_hold_limit"
+        if plan.trend_exit:
+            series = self._series.get(trade.pair)
+            i = series.last_closed(now) if series else -1
+            if i >= 0 and series.trend_score[i] < 0:
+                return "trend_exit"
+        return None
+
+    def confirm_trade_exit(self, pair: str, trade: Trade, order_type: str, amount: float,
+                           rate: float, time_in_force: str, exit_reason: str,
+                           current_time: datetime, **kwargs: Any) -> bool:
+        # The score's exit signal is a short-term call: it ends SCALP trades (and trades without
+        # a profile), not the swings and trend runs whose exits are their profiles'.
+        if exit_reason == "exit_signal":
+            plan = self.plan_of(trade)
+            return plan is None or plan.profile == "SCALP"
+        return True
 
     def custom_stoploss(self, pair: str, trade: Trade, current_time: datetime,
                         current_rate: float, current_profit: float, after_fill: bool,
@@ -493,6 +598,12 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         agent_stop = self.agent_stoploss(trade, current_profit)
         if agent_stop is not None:
             return agent_stop
+        plan = self.plan_of(trade)
+        if plan is not None:
+            stop_price = trade.open_rate * (1.0 - plan.stop)
+            if plan.trail > 0 and trade.max_rate:
+                stop_price = max(stop_price, float(trade.max_rate) * (1.0 - plan.trail))
+            return stoploss_from_absolute(stop_price, current_rate)
         series = self._series.get(pair)
         i = series.last_closed(current_time) if series else -1
         atr_pct = series.atr_pct[i] if i >= 0 else float("nan")
