@@ -52,7 +52,7 @@ from scipy.stats import beta as beta_dist
 from learning.core.config import _f
 from learning.core.errors import ConfigError, StateError
 
-COMPONENTS: tuple[str, ...] = ("technical", "ai", "theme", "sentiment")
+COMPONENTS: tuple[str, ...] = ("technical", "ai", "theme", "sentiment", "trend")
 SCHEMA = 1
 
 

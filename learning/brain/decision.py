@@ -17,8 +17,10 @@ Rules (each documented in the README):
   falls back to rules (technical score only, Balanced, the base threshold, no sampling). A
   learner that stopped learning whenever it lost could not learn its way out;
 * **feedback**: every closed trade teaches every tier (weight 1); so do shadow outcomes
-  (:mod:`learning.brain.shadow`, weight ``shadow.weight``), which resolve each learner's
-  decision at every evaluated candle whether or not a trade was taken;
+  (:mod:`learning.brain.shadow`, weight ``shadow.weight``): at every evaluated candle a *probe*
+  entry (taken or not, the rule profile) teaches the bandits whether each component's sign
+  called the move; each learner's own decision, where it would enter, teaches the meta-policy
+  and the exit-profile learner; each router policy's decision teaches the router;
 * **exit profile** of an entry: chosen per regime by :class:`~learning.brain.profiles.
   ProfileLearner` (rule-based entries take ``profiles.rule_profile``);
 * **ablations**: ``bandit.enabled = false`` uses equal weights over the available components;
@@ -243,13 +245,22 @@ class Brain:
         if not _finite(res.ret):
             return done
         kind, _, name = trade.track.partition(":")
+        if kind == "probe":
+            # Tier 1: an entry at every evaluated candle, taken or not: whether each
+            # component's sign called the move, without the selection bias of taken trades.
+            if self.config.meta.learn:
+                credited = [self.meta.bandit(n).update(trade.regime, trade.scores, res.ret, w)
+                            for n in self.meta.learner_names]
+                if any(credited):
+                    self.count("bandit", "shadow")
+                    done["bandits"] = credited
+            return done
         if kind == "learner" and outcome.chosen and name in self.meta.learner_names:
+            # Tier 4: how this learner's own decisions would have paid.
             upd = self.meta.record_outcome(name, trade.regime, trade.scores, res.ret,
-                                           weight=w, share=False)
+                                           weight=w, bandits=False)
             if upd.get("meta"):
                 self.count("meta", "shadow")
-            if upd.get("bandits", {}).get(name):
-                self.count("bandit", "shadow")
             done["meta"] = upd
         # Every learner may open the same entry: the profile learner learns each
         # (pair, candle, profile) once.

@@ -282,7 +282,7 @@ class MetaLearner:
     def record_outcome(self, learner: str | None, regime: Any,
                        scores: Mapping[str, float | None], profit_ratio: float,
                        now: Any = None, weight: float = 1.0,
-                       share: bool | None = None) -> dict[str, Any]:
+                       share: bool | None = None, bandits: bool = True) -> dict[str, Any]:
         """Learn from one closed trade opened by ``learner`` in ``regime`` (both as at entry).
 
         ``scores`` are the component scores at entry and ``profit_ratio`` the trade's result,
@@ -292,8 +292,9 @@ class MetaLearner:
 
         ``weight`` is what this outcome counts as, in trades: a real trade 1, a shadow
         (counterfactual) outcome a fraction (evidence ages by γ^weight, as by a fraction of a
-        trade). ``share`` overrides ``share_outcomes`` (shadow outcomes teach only the bandit of
-        the learner whose decision they resolve: every learner has its own).
+        trade). ``share`` overrides ``share_outcomes``; ``bandits=False`` teaches the
+        meta-policy only (shadow trades of one learner measure that learner; the bandits learn
+        from unconditional probes instead, see :meth:`learning.brain.decision.Brain.learn_shadow`).
         """
         cfg = self.config
         result: dict[str, Any] = {"meta": False, "bandits": {}}
@@ -322,6 +323,8 @@ class MetaLearner:
         # Sharing: every bandit learns; otherwise only the opener's, and nobody's if unknown.
         sharing = cfg.share_outcomes if share is None else share
         learners = self.learner_names if sharing else [learner] if known else []
+        if not bandits:
+            learners = []
         for name in learners:
             result["bandits"][name] = self._bandits[name].update(key, scores, profit_ratio,
                                                                  weight)

@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from learning.core.config import SECTION, _f, parse_section
+from learning.core.durations import parse_duration
 
 SCHEMA_VERSION = 1
 MAX_EVENTS = 200
@@ -47,6 +48,10 @@ class RiskConfig:
         "until a manual reset (ftlearn resume --reset-drawdown).", (0.001, 1.0))
     crisis_cash_only: bool = _f(
         True, "In the CRISIS regime hold cash only: no entries, open positions exited.")
+    reset_after: str = _f(
+        "", "Research runs only: lift a drawdown halt by itself after this duration (e.g. "
+        "'30d'), restarting the peak from the equity then. Empty (the default, and what live "
+        "trading should use): the halt holds until a manual reset.", duration=True)
 
 
 def risk_config(ft_config: Mapping[str, Any]) -> RiskConfig:
@@ -129,6 +134,14 @@ class RiskGuard:
             self._event(now, "daily_loss_limit",
                         f"equity {equity:.2f} <= {1 - self.config.max_daily_loss_pct:.2%} of "
                         f"day open {s.day_open_equity:.2f}")
+        if (s.drawdown_halt and self.config.reset_after and s.drawdown_halt_since
+                and now - datetime.fromisoformat(s.drawdown_halt_since)
+                >= parse_duration(self.config.reset_after)):
+            s.drawdown_halt, s.drawdown_halt_since = False, None
+            s.peak_equity = equity  # or the halt would trip again at once
+            events.append("drawdown_cool_off")
+            self._event(now, "drawdown_cool_off",
+                        f"drawdown halt lifted after {self.config.reset_after} (reset_after)")
         if not s.drawdown_halt and equity <= s.peak_equity * (1.0 - self.config.max_drawdown_pct):
             s.drawdown_halt, s.drawdown_halt_since = True, now.isoformat()
             events.append("max_drawdown")

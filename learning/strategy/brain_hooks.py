@@ -412,6 +412,9 @@ class BrainHooks:
             if not plans:
                 continue
             rng = decision_rng(self.learning.brain.seed, pair, t_ns, "shadow")
+            rule = profiles.rule_profile if profiles.rule_profile in plans else next(iter(plans))
+            book.open(ShadowTrade("probe", pair, t_ns, regime, dict(scores), rule,
+                                  {rule: plans[rule]}), paths[pair], step_ns)
             for learner in self.brain.meta.learner_names:
                 track = f"learner:{learner}"
                 take, _, profile = self.brain.shadow_decision(learner, scores, regime,

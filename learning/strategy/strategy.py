@@ -587,7 +587,7 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
                            current_time: datetime, **kwargs: Any) -> bool:
         # The score's exit signal is a short-term call: it ends SCALP trades (and trades without
         # a profile), not the swings and trend runs whose exits are their profiles'.
-        if exit_reason == "exit_signal":
+        if exit_reason in ("exit_signal", "score_exit"):  # the tag replaces the reason
             plan = self.plan_of(trade)
             return plan is None or plan.profile == "SCALP"
         return True
