@@ -60,6 +60,12 @@ class BrainConfig:
                                (0.0, 1.0))
     risk_cut_threshold: float = _f(1.25, "While risk is cut: entry thresholds are multiplied "
                                    "by this.", (1.0, 10.0))
+    abstain_below: float = _f(0.0, "A learner whose learned mean trade return in the regime "
+                              "(after fees, from real and shadow trades) is below this does not "
+                              "enter (-1 turns the gate off). Shadow trades keep measuring it, "
+                              "so it enters again once its mean recovers.", (-1.0, 1.0))
+    abstain_evidence: float = _f(2.0, "Trades' worth of evidence the learner needs in the "
+                                 "regime before the gate can close.", (0.0, 1000.0))
     fallback_drawdown: float = _f(0.10, "Rule-based fallback (technical score, Balanced "
                                   "learner, no sampling) while drawdown exceeds this.",
                                   (0.0, 1.0))

@@ -70,6 +70,8 @@ class Decision:
     policy: str = ""
     profile: str = ""
     risk_cut: bool = False
+    expected: float | None = None  # the learner's learned mean trade return in the regime
+    abstained: bool = False  # that mean was below brain.abstain_below: no entry
 
     def to_dict(self) -> dict[str, Any]:
         # Not dataclasses.asdict: its recursive deep copy was most of a decision's cost.
@@ -196,15 +198,23 @@ class Brain:
         profile = ""
         if self.config.profiles.enabled:
             profile = (self.config.profiles.rule_profile if mode == "fallback"
-                       else self.profiles.select(regime, self.rng))
+                       else self.profiles.best(regime))
+        expected, abstained = None, False
+        if mode == "learned":
+            expected, evidence = self.meta.expected_return(regime, learner)
+            gate = self.config.brain.abstain_below
+            abstained = (gate > -1.0 and evidence >= self.config.brain.abstain_evidence
+                         and expected < gate)
         decision = Decision(
             time=now.isoformat(), pair=pair, regime=str(regime),
             regime_confidence=round(float(regime_confidence), 4) if _finite(regime_confidence)
             else 0.0, learner=learner, mode=mode, weights=_round(weights), scores=_round(scores),
             overall=round(overall, 4) if _finite(overall) else float("nan"),
             threshold=round(threshold, 4), stake_share=share,
-            take=bool(_finite(overall) and overall > threshold), policy=policy,
-            profile=profile, risk_cut=cut)
+            take=bool(_finite(overall) and overall > threshold and not abstained),
+            policy=policy, profile=profile, risk_cut=cut,
+            expected=round(expected, 6) if expected is not None else None,
+            abstained=abstained)
         self._decisions.append(decision.to_dict())
         return decision
 
@@ -225,7 +235,7 @@ class Brain:
             weights = {c: 1.0 / len(available) for c in available}
         overall = combine(weights, scores)
         threshold = entry_threshold * (2.0 - self.meta.profile(learner).risk_tolerance)
-        profile = self.profiles.select(regime, rng) if self.config.profiles.enabled else ""
+        profile = self.profiles.best(regime) if self.config.profiles.enabled else ""
         return bool(_finite(overall) and overall > threshold), overall, profile
 
     def rule_decision(self, scores: dict[str, float | None], entry_threshold: float) -> bool:

@@ -264,6 +264,11 @@ class MetaLearner:
                                        "scores": scores, "forced": forced})
         return Selection(learner, self._profiles[learner], key, scores, forced)
 
+    def expected_return(self, regime: Any, learner: str) -> tuple[float, float]:
+        """(posterior mean trade return, trades' worth of evidence) of one (regime, learner)."""
+        m, _, _, _ = self.posterior(regime_key(regime), learner)
+        return float(m), float(self._arm(regime_key(regime), learner).n)
+
     def sample(self, regime: Any, rng: np.random.Generator) -> str:
         """The learner a Thompson draw picks now, without recording a selection (shadow
         decisions of the router's policies)."""

@@ -191,6 +191,18 @@ class ProfileLearner:
         mu = m + c.exploration * rng.standard_normal(len(self.names)) / np.sqrt(kappa * precision)
         return self.names[int(np.argmax(mu))]
 
+    def best(self, regime: Any) -> str:
+        """The profile with the highest posterior mean return (the choice for a real entry:
+        every profile keeps learning from shadow trades whichever is chosen, so real entries
+        need not explore)."""
+        c = self.config
+        if not (c.enabled and c.learn):
+            return c.rule_profile
+        means = [self.posterior(regime, n)[0] for n in self.names]
+        if max(means) == min(means):
+            return c.rule_profile
+        return self.names[int(np.argmax(means))]
+
     def record(self, regime: Any, name: str, ret: float, weight: float = 1.0,
                shadow: bool = False) -> bool:
         """Learn one resolved trade (real: weight 1; shadow: a fraction). Never raises."""

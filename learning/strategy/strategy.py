@@ -61,6 +61,14 @@ MAX_STARTUP_CANDLES = 4_999
 SCORE_COLUMNS = ("score_technical", "score_ai", "score_theme", "score_sentiment", "score_trend")
 
 
+def vol_target_scale(target: float, forecast: float) -> float:
+    """target / forecast annualised volatility, at most 1 (the guard's allowance is the
+    ceiling); 1 when targeting is off (target <= 0) or the forecast is unknown or not positive."""
+    if not (math.isfinite(target) and target > 0 and math.isfinite(forecast) and forecast > 0):
+        return 1.0
+    return min(1.0, target / forecast)
+
+
 @dataclass
 class _PairSeries:
     """Closed-candle arrays of one pair for O(log n) lookups by time (no dataframe slicing)."""
@@ -468,18 +476,12 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         return min(verdict.amount, max_stake)
 
     def vol_scale(self, pair: str, now: datetime) -> float:
-        """Volatility targeting: target / forecast annualised volatility of the pair, at most 1
-        (the guard's allowance is the ceiling); 1 when off or the forecast is unknown. The
-        forecast: the EWMA of squared returns (``sizing.vol_halflife``)."""
-        target = self.learning.sizing.vol_target
+        """Volatility targeting for ``pair`` now (:func:`vol_target_scale`); the forecast is
+        the EWMA of squared returns (``sizing.vol_halflife``)."""
         series = self._series.get(pair)
         i = series.last_closed(now) if series else -1
-        if target <= 0 or i < 0:
-            return 1.0
-        forecast = float(series.vol_forecast[i])
-        if not (math.isfinite(forecast) and forecast > 0):
-            return 1.0
-        return min(1.0, target / forecast)
+        forecast = float(series.vol_forecast[i]) if i >= 0 else float("nan")
+        return vol_target_scale(self.learning.sizing.vol_target, forecast)
 
     def confirm_trade_entry(self, pair: str, order_type: str, amount: float, rate: float,
                             time_in_force: str, current_time: datetime, entry_tag: str | None,
