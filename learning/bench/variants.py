@@ -1,8 +1,10 @@
 """The variants of ``ftlearn bench`` as a data table (:data:`VARIANTS`).
 
-AdvancedLearning with every tier ("full"), one ablation per tier (each switches exactly one tier
-off through configuration), two opt-in pyramiding variants, and the baselines a freqtrade user
-would run instead. :mod:`learning.bench.runner` runs them.
+AdvancedLearning as shipped ("full"), "frozen" (learning off), one ablation per tier (each
+switches exactly one tier or feature off through configuration), the tiers that are off by
+default switched on ("with_*"), opt-in FreqAI and pyramiding variants, and the baselines a
+freqtrade user would run instead (buy-and-hold, the textbook trend rule, SampleStrategy,
+FreqaiExampleStrategy + LightGBM, ReinforcementLearner). :mod:`learning.bench.runner` runs them.
 """
 
 from __future__ import annotations
@@ -70,27 +72,50 @@ def _al(name: str, overlay: dict[str, Any], description: str, kind: Kind = "abla
                    kind=kind, description=description, **base)
 
 
-#: What "full" turns on beyond the shipped config.json: the trade-parameter agents (trained by
-#: the bench on the days before the evaluated range) and the policy router (rule vs brain).
-FULL_LEARNING: dict[str, Any] = {"sizing": {"agent": "ppo"}, "router": {"enabled": True}}
+#: "full" is the shipped configuration (config.json's defaults, no FreqAI model): every
+#: learning tier that stays on by default. Ablations switch one off; "with_*" variants switch on
+#: what is off by default (to show why it is).
+FULL_LEARNING: dict[str, Any] = {}
 #: Days of candles before the evaluated range the Tier 3 agents are trained on.
 AGENT_TRAIN_DAYS = 60
+#: "frozen": learning off, every tier on its priors (uniform weights, the rule profile).
+FROZEN = {"meta": {"learn": False}, "bandit": {"params": {"learn": False}},
+          "profiles": {"learn": False}, "shadow": {"enabled": False}}
 
 
 QUICK_LGBM = {"train_period_days": 7, "backtest_period_days": 7,
               "model_training_parameters": {"n_estimators": 50}}
+NO_FREQAI = {"freqaimodel": None, "freqai_config": None}
 VARIANTS: tuple[Variant, ...] = (
-    _al("full", {}, "AdvancedLearning with every tier and the TSA-MAE FreqAI model", "full"),
-    _al("no_regime", {"regime": {"enabled": False}}, "regime detector off (every candle UNKNOWN)"),
-    _al("no_bandit", {"bandit": {"enabled": False}}, "bandit off: equal component weights"),
-    _al("no_meta", {"meta": {"force_learner": "Balanced"}}, "meta-learner off: Balanced only"),
-    _al("no_encoder", {}, "LightGBMRegressor on the strategy's features instead of TSA-MAE",
-        freqaimodel="LightGBMRegressor", freqai_required=True,
+    _al("full", {}, "AdvancedLearning as shipped: every tier on by default", "full",
+        **NO_FREQAI),
+    _al("frozen", FROZEN, "learning off: every tier on its priors", **NO_FREQAI),
+    _al("no_shadow", {"shadow": {"enabled": False}},
+        "shadow feedback off: the tiers learn from real trades only", **NO_FREQAI),
+    _al("no_regime", {"regime": {"enabled": False}}, "regime detector off (every candle UNKNOWN)",
+        **NO_FREQAI),
+    _al("no_bandit", {"bandit": {"enabled": False}}, "bandit off: equal component weights",
+        **NO_FREQAI),
+    _al("no_meta", {"meta": {"force_learner": "Balanced"}}, "meta-learner off: Balanced only",
+        **NO_FREQAI),
+    _al("no_profiles", {"profiles": {"enabled": False}},
+        "exit profiles off: ATR trailing stop and the score's exit signal", **NO_FREQAI),
+    _al("no_voltarget", {"sizing": {"vol_target": 0.0}},
+        "volatility targeting off: the learner's share of the cap", **NO_FREQAI),
+    _al("no_trend", {"bandit": {"params": {"components":
+                                           ["technical", "ai", "theme", "sentiment"]}}},
+        "trend component left out of the weighted score", **NO_FREQAI),
+    _al("with_ppo", {"sizing": {"agent": "ppo"}},
+        "the Tier 3 PPO trade-parameter agents size and exit (off by default)", **NO_FREQAI),
+    _al("with_router", {"router": {"enabled": True}},
+        "the policy router (rule vs brain) decides each entry (off by default)", **NO_FREQAI),
+    _al("with_tsamae", {}, "the TSA-MAE FreqAI model as the ai component (slow: it trains in "
+        "every walk-forward window)", default=False),
+    _al("with_lightgbm", {}, "LightGBMRegressor on the strategy's features as the ai component",
+        freqaimodel="LightGBMRegressor", freqai_required=True, default=False,
         freqai_replace={"model_training_parameters": LGBM_PARAMS},
         quick_freqai={"train_period_days": 7, "backtest_period_days": 7,
                       "model_training_parameters": {"n_estimators": 50}}),
-    _al("no_ppo", {"sizing": {"agent": "rule"}}, "rule-based sizing instead of the PPO agent"),
-    _al("no_router", {"router": {"enabled": False}}, "policy router off"),
     # Issue 4's comparison (opt-in, --only pyramid_ppo,pyramid_rule): the PPOPyramiding agent
     # against the rule-based scale-in/trim, everything else equal.
     _al("pyramid_ppo", {}, "PPOPyramiding FreqAI agent drives scale-ins, trims and closes",
@@ -99,10 +124,13 @@ VARIANTS: tuple[Variant, ...] = (
         quick_freqai={"train_period_days": 7, "backtest_period_days": 7,
                       "rl_config": {"train_cycles": 1}}),
     _al("pyramid_rule", {}, "rule-based scale-in and trim (no FreqAI model)",
-        freqaimodel=None, freqai_config=None, default=False),
+        default=False, **NO_FREQAI),
     Variant("buy_and_hold", "-", kind="baseline", builtin="buy_and_hold",
             description="equal-weight buy-and-hold of the same pairs, computed from the candles "
             "(entry at the first open, exit at the last close, same fee both ways)"),
+    Variant("trend_rule", "TrendRule", kind="baseline", strategy_files=("asset:TrendRule.py",),
+            description="the textbook trend rule: long while the daily close is above its "
+            "50-day mean, equal weight, volatility-targeted, no risk limits"),
     Variant("sample_strategy", "SampleStrategy", kind="baseline",
             strategy_files=("template:sample_strategy.py",),
             description="freqtrade's SampleStrategy template (RSI/TEMA/Bollinger)"),
@@ -112,12 +140,12 @@ VARIANTS: tuple[Variant, ...] = (
             description="freqtrade's FreqaiExampleStrategy (long-only) with LightGBMRegressor"),
     Variant("freqai_rl", "RLExampleStrategy", kind="baseline",
             freqaimodel="ReinforcementLearner", freqai_config="asset:freqai_rl.json",
-            strategy_files=("asset:RLExampleStrategy.py",),
+            strategy_files=("asset:RLExampleStrategy.py",), default=False,
             quick_freqai={"train_period_days": 7, "backtest_period_days": 7,
                           "model_training_parameters": {"n_steps": 256, "n_epochs": 2},
                           "rl_config": {"train_cycles": 1, "net_arch": [32, 32]}},
             description="FreqAI ReinforcementLearner (PPO, 5-action env) with the docs' RL "
-            "example strategy, long-only"),
+            "example strategy, long-only (slow over years: opt-in)"),
 )
 
 
