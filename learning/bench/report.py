@@ -49,12 +49,12 @@ METRIC_DEFINITIONS: dict[str, str] = {
 }
 
 
-def _clean(x: Any) -> Any:
+def clean(x: Any) -> Any:
     """JSON-safe: NaN -> null, +-inf -> "inf"/"-inf", numpy scalars -> Python."""
     if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
+        return {str(k): clean(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
+        return [clean(v) for v in x]
     if isinstance(x, (np.floating, float)):
         x = float(x)
         if math.isnan(x):
@@ -90,7 +90,7 @@ def to_json(bench: BenchResult) -> dict[str, Any]:
             daily = M.daily_equity(r.book.equity)
             entry["daily_equity"] = {t.isoformat(): float(x) for t, x in daily.items()}
         variants.append(entry)
-    return _clean({
+    return clean({
         "created": bench.started.isoformat(), "finished": bench.finished.isoformat(),
         "argv": bench.argv, "versions": _versions(),
         "data": {"datadir": str(s.datadir), "synthetic": bench.info.synthetic,
