@@ -246,7 +246,7 @@ def _progress_bar(enabled: bool) -> Any:
                     transient=False)
 
 
-def run_grid(spec: R.BenchSpec, variants: Sequence[Variant], now: pd.Timestamp, *,
+def run_bench(spec: R.BenchSpec, variants: Sequence[Variant], now: pd.Timestamp, *,
              progress: Callable[[str], None] = print, argv: Sequence[str] = (),
              seeds: Sequence[int] = (0,), universes: Sequence[Universe] | None = None,
              periods: Sequence[Period] | None = None, workers: int = 1,
@@ -254,6 +254,9 @@ def run_grid(spec: R.BenchSpec, variants: Sequence[Variant], now: pd.Timestamp, 
              freqai_cache: Path | None = None, show_bar: bool = False) -> R.BenchResult:
     """Run every job of the grid that has no finished result yet (all of them without
     ``resume``) and merge all finished jobs into a :class:`~learning.bench.runner.BenchResult`.
+
+    Without grid arguments: the one-cell bench of ``spec.pairs`` over ``spec.timerange``,
+    seed 0, in this process (``workers=1``).
     """
     universes = list(universes or [Universe("main", spec.pairs)])
     periods = list(periods or [Period("main", spec.timerange)])

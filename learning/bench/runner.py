@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -610,14 +610,3 @@ def add_deflated_sharpe(results: Sequence[VariantResult]) -> None:
             d = M.deflated_sharpe(daily[id(r)], trial_sr)
             r.metrics.update({"dsr": d["dsr"], "dsr_sr0_per_day": d["sr0"],
                               "dsr_trials": d["n_trials"]})
-
-
-def run_bench(spec: BenchSpec, variants: Sequence[Variant], now: pd.Timestamp,
-              progress: Callable[[str], None] = print, argv: Sequence[str] = (),
-              **grid: Any) -> BenchResult:
-    """Run the grid (:func:`learning.bench.pool.run_grid`; keyword arguments: seeds,
-    universes, periods, workers, ray, resume, ...). Without them: the one-cell bench of
-    ``spec.pairs`` over ``spec.timerange``, seed 0, in this process."""
-    from learning.bench.pool import run_grid
-
-    return run_grid(spec, variants, now, progress=progress, argv=argv, **grid)

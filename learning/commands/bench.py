@@ -144,7 +144,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from learning.bench import grid as G
     from learning.bench import runner as B
     from learning.bench import variants as BV
-    from learning.bench.pool import ensure_new_or_resumed
+    from learning.bench.pool import ensure_new_or_resumed, run_bench
     from learning.bench.report import summary_text, to_json, write_outputs
     from learning.core.ftconfig import load_ft_config
     from learning.data.candles import default_data_dir
@@ -218,7 +218,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
              f"{timeframe}, {'; '.join(f'{p.name} {p.timerange}' for p in periods)}, "
              f"fee {args.fee:.2%}/side, wallet {wallet:g}")
     try:
-        result = B.run_bench(spec, variants, now, progress=progress, argv=argv, seeds=seeds,
+        result = run_bench(spec, variants, now, progress=progress, argv=argv, seeds=seeds,
                              universes=universes, periods=periods, workers=args.workers,
                              backend=backend, resume=args.resume is not None,
                              freqai_cache=args.freqai_cache, show_bar=not args.json)
