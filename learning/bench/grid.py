@@ -75,17 +75,13 @@ def parse_universe(text: str) -> Universe:
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
-    """``--seeds 0,1,2`` (a list) or ``--seeds 3`` (seeds 0, 1, 2)."""
+    """``--seeds 0,1,2`` (a comma list; ``--seeds 5`` is seed 5 alone)."""
     try:
         parts = [int(x) for x in text.split(",") if x.strip()]
     except ValueError as err:
-        raise ConfigError(f"--seeds {text!r}: a count (3) or a comma list (0,1,2)") from err
-    if "," not in text and len(parts) == 1:
-        if parts[0] < 1:
-            raise ConfigError(f"--seeds {text!r}: at least one seed")
-        parts = list(range(parts[0]))
+        raise ConfigError(f"--seeds {text!r}: a comma list of seeds, e.g. 0,1,2") from err
     if not parts or any(s < 0 for s in parts) or len(set(parts)) != len(parts):
-        raise ConfigError(f"--seeds {text!r}: distinct non-negative seeds")
+        raise ConfigError(f"--seeds {text!r}: distinct non-negative seeds, e.g. 0,1,2")
     return tuple(parts)
 
 

@@ -67,9 +67,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "--period valid=20230101-20250101 --period test=20250101-20260201")
     g.add_argument("--universe", action="append", default=None, metavar="NAME=PAIR,PAIR",
                    help="a named pair universe (repeatable; replaces --pairs)")
-    g.add_argument("--seeds", default="0", metavar="N|S,S,..",
-                   help="job seeds: a count (3 = seeds 0,1,2) or a list (default 0); a job's "
-                   "seed seeds the decision sampler and the FreqAI model")
+    g.add_argument("--seeds", default="0", metavar="S,S,..",
+                   help="job seeds, e.g. 0,1,2 (default 0); a job's seed seeds the decision "
+                   "sampler and the FreqAI model")
     g.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="parallel jobs on this machine (default: the number of cores; 1 runs "
                    "them in this process)")
