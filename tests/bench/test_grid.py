@@ -260,8 +260,11 @@ def test_ray_local_instance_gives_the_process_pool_s_figures(market, tmp_path, s
                              seeds=(0, 1), backend=backend)
     finally:
         backend.shutdown()
-    want = {k: v for k, v in figures(serial_run).items() if k.endswith("no_ppo")}
-    assert figures(result) == want
+    def own(figs: dict) -> dict:  # the deflated Sharpe depends on the other variants of a cell
+        return {job: {k: v for k, v in m.items() if not k.startswith("dsr")}
+                for job, m in figs.items() if job.endswith("no_ppo")}
+
+    assert len(result.results) == 2 and own(figures(result)) == own(figures(serial_run))
     for r in result.results:  # the job folders came back into the driver's layout
         assert Path(r.log).is_file() and str(spec.out) in r.log
 
