@@ -141,9 +141,9 @@ def test_paired_difference_with_a_daily_edge_has_an_interval_above_zero(rng):
 
 
 def test_second_bench_on_the_same_output_folder_refuses(tmp_path):
-    with P.output_lock(tmp_path), pytest.raises(ConfigError, match="another bench.*pid"):
-        with P.output_lock(tmp_path):
-            pass
+    with P.output_lock(tmp_path), pytest.raises(ConfigError, match="another bench.*pid"), \
+            P.output_lock(tmp_path):
+        pass
     with P.output_lock(tmp_path):  # released when the first one ends
         pass
 
