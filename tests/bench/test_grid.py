@@ -300,7 +300,7 @@ def test_killed_bench_loses_at_most_the_job_in_flight_and_resume_finishes(market
     finished_then = {p.parent.name for p in out.glob("jobs/*/result.json")}
     assert "main.main.s0.sample_strategy" in finished_then and len(finished_then) < 3
     kept = first.stat().st_mtime_ns
-    done = subprocess.run([*cmd[:3], "--resume", str(out), "--workers", "1"], cwd=ROOT,
+    done = subprocess.run([*cmd[:4], "--resume", str(out), "--workers", "1"], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert f"{len(finished_then)} already finished" in done.stdout
