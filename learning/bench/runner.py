@@ -1,12 +1,13 @@
-"""``ftlearn bench``: AdvancedLearning against its ablations and baselines, walk-forward, through
-the real freqtrade CLI against the local exchange, on one data set, range, fee and wallet.
+"""One run of ``ftlearn bench``: a variant through the real freqtrade CLI against the local
+exchange, on one data set, range, fee and wallet (the grid of such runs:
+:mod:`learning.bench.pool`).
 
 The variants are a data table (:data:`learning.bench.variants.VARIANTS`). Each freqtrade
 variant runs as its own ``freqtrade backtesting`` subprocess with its own ``user_data_dir`` (so
 no learned state, model or prediction file leaks between variants) and a config overlay written
 next to its log; buy-and-hold is computed from the candles. Metrics come from
-:mod:`learning.bench.metrics` on an equity curve marked to market from freqtrade's exported orders;
-figures and the exact commands go to :mod:`learning.bench.report`.
+:mod:`learning.bench.metrics` on freqtrade's own per-candle wallet export; figures and the exact
+commands go to :mod:`learning.bench.report`.
 
 FreqAI variants are walk-forward by construction: FreqAI trains on ``train_period_days`` before
 each ``backtest_period_days`` window and predicts only that window. Nothing is tuned on the
