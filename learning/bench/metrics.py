@@ -2,10 +2,10 @@
 
 Conventions (``ftlearn bench`` states them in its report):
 
-* **Equity** is marked to market at every candle close from the filled orders and the candles
-  (:func:`mark_to_market`), not from closed-trade PnL only: an open position's price moves count
-  on the day they happen. A fill at candle open ``t`` is in the mark at that candle's close
-  ``t + timeframe``. Fees are charged on every fill at the trade's fee rate.
+* **Equity** is freqtrade's own per-candle wallet (:func:`book_from_wallet`): every
+  currency's balance, positions included, valued at each candle, so an open position's price
+  moves count on the day they happen, not only closed-trade PnL. A test checks it against a
+  ledger rebuilt from the filled orders and the candles.
 * **Daily equity** is the last mark of each UTC day (:func:`daily_equity`), preceded by the
   starting wallet at the start of the range; **daily returns** are its simple returns.
 * **Sharpe** = mean / sample std (ddof 1) of daily returns × √365; **Sortino** = mean / downside
@@ -17,9 +17,10 @@ Conventions (``ftlearn bench`` states them in its report):
 * **Profit factor** = gross profit / gross loss of closed trades (net of fees; inf without a
   losing trade, NaN without trades); **win rate** = share of trades with a positive net profit;
   **exposure** = share of candles during which any position was held.
-* **Sharpe interval**: circular block bootstrap over days (blocks of ⌈n^(1/3)⌉ days keep the
-  short-range autocorrelation of daily returns that an i.i.d. bootstrap would destroy),
-  percentile interval, seeded.
+* **Sharpe interval**: circular block bootstrap over days (``arch.bootstrap``; blocks of
+  ⌈n^(1/3)⌉ days keep the short-range autocorrelation of daily returns that an i.i.d. bootstrap
+  would destroy), percentile interval, seeded. The same bootstrap, paired over days, gives the
+  intervals of the differences between two variants (:func:`paired_difference`).
 * **Deflated Sharpe ratio** (Bailey & López de Prado 2014), see :func:`deflated_sharpe`.
 """
 
@@ -39,85 +40,60 @@ EULER_GAMMA = 0.5772156649015329
 
 
 # ----------------------------------------------------------------------------------------------
-# Equity from fills and candles
-
-
-@dataclass(frozen=True)
-class Fill:
-    """One filled order: at candle open ``time`` (UTC), ``amount`` of ``pair`` at ``price``."""
-
-    pair: str
-    time: pd.Timestamp
-    is_entry: bool
-    amount: float
-    price: float
-    fee_rate: float
-
-
-def fills_from_trades(trades: pd.DataFrame, default_fee: float = 0.0) -> list[Fill]:
-    """Fills of freqtrade's exported trades (``orders`` column of ``load_backtest_data``).
-
-    Entries pay the trade's ``fee_open``, exits its ``fee_close`` (``default_fee`` where the
-    columns are missing)."""
-    out = []
-    for _, row in trades.iterrows():
-        fee_open = float(row.get("fee_open", default_fee) or 0.0)
-        fee_close = float(row.get("fee_close", default_fee) or 0.0)
-        for order in row["orders"]:
-            if not order.get("amount"):
-                continue
-            entry = bool(order["ft_is_entry"])
-            out.append(Fill(row["pair"],
-                            pd.Timestamp(order["order_filled_timestamp"], unit="ms", tz="UTC"),
-                            entry, float(order["amount"]), float(order["safe_price"]),
-                            fee_open if entry else fee_close))
-    return sorted(out, key=lambda f: (f.time, not f.is_entry))
+# Equity from freqtrade's wallet export
 
 
 @dataclass(frozen=True)
 class Book:
-    """Marked-to-market account: equity and whether any position was held, per mark."""
+    """An account curve: equity and whether any position was held, per mark."""
 
     equity: pd.Series  # index: start time, then every candle close time
     in_market: pd.Series  # bool, same index (False at the start point)
     fees: float
 
 
-def mark_to_market(fills: Sequence[Fill], closes: pd.DataFrame, start_equity: float,
-                   start: pd.Timestamp, step: pd.Timedelta) -> Book:
-    """Equity at ``start`` and at every close time in ``closes`` (index: candle close times,
-    one column per pair, gaps forward-filled). A fill at open ``t`` enters the mark at
-    ``t + step``; a fill stamped with the last close time (freqtrade's force exit at the end of
-    a backtest, priced at that close) enters the last mark; later fills are ignored."""
-    closes = closes.sort_index().ffill()
-    index = closes.index
-    n = len(index)
-    cash = np.zeros(n)
-    held = {p: np.zeros(n) for p in closes.columns}
-    fees = 0.0
-    for f in fills:
-        k = int(index.searchsorted(f.time + step))
-        if k >= n and f.time <= index[-1]:
-            k = n - 1  # freqtrade's force exit at the end fills at the last close time
-        if k >= n:
-            continue
-        value = f.amount * f.price
-        fee = value * f.fee_rate
-        fees += fee
-        cash[k] += -value - fee if f.is_entry else value - fee
-        held[f.pair][k] += f.amount if f.is_entry else -f.amount
-    cash = np.cumsum(cash)
-    value = np.zeros(n)
-    in_market = np.zeros(n, dtype=bool)
-    for pair, delta in held.items():
-        amount = np.cumsum(delta)
-        amount[np.abs(amount) < 1e-12] = 0.0
-        value += amount * np.nan_to_num(closes[pair].to_numpy(dtype="float64"))
-        in_market |= amount > 0
-    full_index = pd.DatetimeIndex([start]).append(index)
-    equity = pd.Series(np.concatenate([[start_equity], start_equity + cash + value]),
-                       index=full_index)
-    return Book(equity, pd.Series(np.concatenate([[False], in_market]), index=full_index), fees)
+def book_from_wallet(wallet: pd.DataFrame, stake_currency: str, start: pd.Timestamp,
+                     end: pd.Timestamp, start_balance: float, final_balance: float,
+                     fees: float) -> Book:
+    """The account curve from freqtrade's per-candle wallet export (``*_wallet.feather`` in
+    the backtest result zip, columns ``date, currency, rate, balance``).
+
+    freqtrade records, at the open ``t`` of every candle and before that candle's orders, each
+    currency's total balance (positions and cash) with the candle's open as its rate; rows with a
+    zero balance are left out. The value at open ``t`` is therefore the equity after every fill
+    of the candles before ``t``, which is this module's mark at the close of candle ``t - step``
+    (= ``t``). The first point, at ``start``, is the starting wallet (freqtrade's first record
+    is one candle later); the last, at ``end``, is freqtrade's ``final_balance`` (after its force
+    exit at the last close). Marks are valued at the next candle's open, not the previous close: the
+    two differ by the gap between candles, which a test bounds against a ledger rebuilt from
+    the fills.
+    """
+    df = wallet.copy()
+    df["date"] = pd.to_datetime(df["date"], utc=True)
+    df = df[(df["date"] >= start) & (df["date"] < end)]
+    value = (df["rate"] * df["balance"]).groupby(df["date"]).sum()
+    held = df[(df["currency"] != stake_currency) & (df["balance"] > 0)]
+    in_market = pd.Series(True, index=pd.DatetimeIndex(held["date"].unique()))
+    value = value[value.index > start]
+    equity = pd.concat([pd.Series([float(start_balance)], index=[start]), value,
+                        pd.Series([float(final_balance)], index=[end])])
+    flags = in_market.reindex(equity.index, fill_value=False).astype(bool)
+    flags.iloc[0] = False  # the start point is before any candle
+    return Book(equity.astype("float64"), flags, float(fees))
+
+
+def fees_paid(trades: pd.DataFrame, default_fee: float = 0.0) -> float:
+    """Fees on every filled order of freqtrade's exported trades (entries at the trade's
+    ``fee_open``, exits at ``fee_close``), in the stake currency."""
+    total = 0.0
+    for _, row in trades.iterrows():
+        fee_open = float(row.get("fee_open", default_fee) or 0.0)
+        fee_close = float(row.get("fee_close", default_fee) or 0.0)
+        for order in row["orders"]:
+            if order.get("amount"):
+                rate = fee_open if order["ft_is_entry"] else fee_close
+                total += float(order["amount"]) * float(order["safe_price"]) * rate
+    return total
 
 
 def buy_and_hold(opens: Mapping[str, float], closes: pd.DataFrame, start_equity: float,
@@ -246,31 +222,76 @@ def exposure(in_market: pd.Series) -> float:
 # Uncertainty and multiple testing
 
 
+def _block(n: int, block: int | None) -> int:
+    return block or max(1, math.ceil(n ** (1 / 3)))
+
+
+def _finite_interval(draws: np.ndarray, level: float) -> tuple[float, float]:
+    draws = draws[np.isfinite(draws)]
+    if len(draws) == 0:
+        return float("nan"), float("nan")
+    alpha = (1 - level) / 2
+    return float(np.quantile(draws, alpha)), float(np.quantile(draws, 1 - alpha))
+
+
 def block_bootstrap_sharpe(returns: Sequence[float] | np.ndarray, seed: int, n_boot: int = 2000,
                            block: int | None = None, level: float = 0.95,
                            periods: int = PERIODS_PER_YEAR) -> tuple[float, float]:
-    """Percentile interval of the annualized Sharpe ratio by a circular block bootstrap.
+    """Percentile interval of the annualized Sharpe ratio by a circular block bootstrap
+    (``arch.bootstrap.CircularBlockBootstrap``: resamples glue blocks of ``block`` consecutive
+    days, wrapping around the end). ``block`` defaults to ⌈n^(1/3)⌉, the usual rate for
+    variance-type statistics; resamples with no spread (no Sharpe) are dropped. Deterministic
+    for a given ``seed``."""
+    from arch.bootstrap import CircularBlockBootstrap
 
-    Each resample glues ⌈n/block⌉ blocks of ``block`` consecutive days (wrapping around the end)
-    starting at uniform random days, cut to n days. ``block`` defaults to ⌈n^(1/3)⌉, the usual
-    rate for variance-type statistics. Deterministic for a given ``seed``.
-    """
     r = np.asarray(returns, dtype="float64")
     n = len(r)
     if n < 3 or r.std(ddof=1) == 0:
         return float("nan"), float("nan")
-    block = block or max(1, math.ceil(n ** (1 / 3)))
-    rng = np.random.default_rng(seed)
-    n_blocks = math.ceil(n / block)
-    starts = rng.integers(0, n, size=(n_boot, n_blocks))
-    idx = (starts[:, :, None] + np.arange(block)[None, None, :]).reshape(n_boot, -1)[:, :n] % n
-    samples = r[idx]  # (n_boot, n)
-    sd = samples.std(axis=1, ddof=1)
+    bs = CircularBlockBootstrap(_block(n, block), r, seed=np.random.default_rng(seed))
     with np.errstate(divide="ignore", invalid="ignore"):
-        sr = samples.mean(axis=1) / sd * math.sqrt(periods)
-    sr = sr[np.isfinite(sr)]
-    alpha = (1 - level) / 2
-    return float(np.quantile(sr, alpha)), float(np.quantile(sr, 1 - alpha))
+        draws = bs.apply(lambda x: np.array([sharpe(x, periods)]), reps=n_boot)[:, 0]
+    return _finite_interval(draws, level)
+
+
+def paired_difference(cells: Sequence[tuple[np.ndarray, np.ndarray]], seed: int,
+                      n_boot: int = 2000, level: float = 0.95,
+                      periods: int = PERIODS_PER_YEAR) -> dict[str, float]:
+    """Variant minus reference over one or more cells (seed x period x universe), each a pair of
+    daily-return arrays on the same days.
+
+    Statistics: the difference of annualized Sharpe ratios and of total (compounded) returns,
+    averaged over cells. Interval: each cell is resampled by its own circular block bootstrap
+    with the two series drawn on the SAME days (paired, so the market's common moves cancel),
+    and the average over cells of each replicate gives the distribution (a stratified
+    bootstrap: cells are independent runs, never mixed)."""
+    from arch.bootstrap import CircularBlockBootstrap
+
+    def stats_of(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.array([sharpe(a, periods) - sharpe(b, periods),
+                         float(np.prod(1 + a) - np.prod(1 + b))])
+
+    rng = np.random.default_rng(seed)
+    point, draws = [], []
+    for a, b in cells:
+        a, b = np.asarray(a, dtype="float64"), np.asarray(b, dtype="float64")
+        if len(a) != len(b) or len(a) < 3:
+            raise ValueError(f"paired cells need equal lengths >= 3, got {len(a)} and {len(b)}")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            point.append(stats_of(a, b))
+            bs = CircularBlockBootstrap(_block(len(a), None), a, b, seed=rng)
+            draws.append(bs.apply(stats_of, reps=n_boot))
+    if not point:
+        nan = float("nan")
+        return {"cells": 0, "d_sharpe": nan, "d_sharpe_low": nan, "d_sharpe_high": nan,
+                "d_return": nan, "d_return_low": nan, "d_return_high": nan}
+    mean = np.mean(draws, axis=0)  # (n_boot, 2): average over cells of each replicate
+    est = np.mean(point, axis=0)
+    s_lo, s_hi = _finite_interval(mean[:, 0], level)
+    r_lo, r_hi = _finite_interval(mean[:, 1], level)
+    return {"cells": len(point), "d_sharpe": float(est[0]), "d_sharpe_low": s_lo,
+            "d_sharpe_high": s_hi, "d_return": float(est[1]), "d_return_low": r_lo,
+            "d_return_high": r_hi}
 
 
 def expected_max_sharpe(n_trials: int, var_trials: float) -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import shlex
 from pathlib import Path
@@ -21,8 +22,8 @@ from learning.bench import metrics as M
 from learning.bench.runner import BenchResult
 
 METRIC_DEFINITIONS: dict[str, str] = {
-    "equity": "marked to market at every candle close from freqtrade's exported orders (fees "
-              "at each trade's rate) and the candles; buy-and-hold from the candles alone",
+    "equity": "freqtrade's own per-candle wallet export (every currency's balance valued at the "
+              "candle); buy-and-hold from the candles alone",
     "total_return": "final equity / starting wallet - 1",
     "cagr": "(final / start)^(365.25 / calendar days) - 1",
     "sharpe": "mean / sample std (ddof 1) of daily returns x sqrt(365); daily equity = last "
@@ -46,15 +47,22 @@ METRIC_DEFINITIONS: dict[str, str] = {
            "variant SR0 = 0 (the probabilistic Sharpe ratio against zero)",
     "cost": "wall time, CPU time (user+sys) and peak RSS of the freqtrade process "
             "(os.wait4 rusage of that process)",
+    "cell": "one seed x pair universe x period; every variant runs in every cell",
+    "across_cells": "mean over the successful cells, with a 95 % t-interval of that mean "
+                    "(n-1 degrees of freedom; none with one cell) and the range",
+    "pairwise": "variant minus full on the same cells: difference of Sharpe ratios and of "
+                "total returns, averaged over cells; 95 % interval from a stratified paired "
+                "circular block bootstrap of the daily returns (arch.bootstrap; each cell "
+                "resampled on its own, both variants on the same days; 2000 resamples)",
 }
 
 
-def _clean(x: Any) -> Any:
+def clean(x: Any) -> Any:
     """JSON-safe: NaN -> null, +-inf -> "inf"/"-inf", numpy scalars -> Python."""
     if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
+        return {str(k): clean(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
+        return [clean(v) for v in x]
     if isinstance(x, (np.floating, float)):
         x = float(x)
         if math.isnan(x):
@@ -79,7 +87,8 @@ def to_json(bench: BenchResult) -> dict[str, Any]:
     variants = []
     for r in bench.results:
         v = r.variant
-        entry = {"name": v.name, "kind": v.kind, "strategy": v.strategy,
+        entry = {"name": v.name, "job": r.job_id, "cell": r.cell, "kind": v.kind,
+                 "strategy": v.strategy,
                  "description": v.description, "freqaimodel": v.freqaimodel,
                  "config_overlay": v.config_overlay, "status": r.status, "reason": r.reason,
                  "notes": r.notes, "command": r.command,
@@ -90,7 +99,7 @@ def to_json(bench: BenchResult) -> dict[str, Any]:
             daily = M.daily_equity(r.book.equity)
             entry["daily_equity"] = {t.isoformat(): float(x) for t, x in daily.items()}
         variants.append(entry)
-    return _clean({
+    return clean({
         "created": bench.started.isoformat(), "finished": bench.finished.isoformat(),
         "argv": bench.argv, "versions": _versions(),
         "data": {"datadir": str(s.datadir), "synthetic": bench.info.synthetic,
@@ -100,6 +109,7 @@ def to_json(bench: BenchResult) -> dict[str, Any]:
         "fee_per_side": s.fee, "wallet": s.wallet, "configs": [str(c) for c in s.configs],
         "quick": s.quick, "seed": s.seed, "regime_source": bench.regime_source,
         "annualization_days": M.PERIODS_PER_YEAR, "metric_definitions": METRIC_DEFINITIONS,
+        "cells": bench.cells, "by_variant": by_variant(bench), "pairwise": pairwise(bench),
         "variants": variants,
     })
 
@@ -133,10 +143,10 @@ def results_table(bench: BenchResult) -> str:
     for r in bench.results:
         m, c = r.metrics, r.cost
         if r.status != "ok":
-            rows.append(f"| {r.variant.name} | {r.variant.kind} | {r.status} |" + " |" * 14)
+            rows.append(f"| {_label(bench, r)} | {r.variant.kind} | {r.status} |" + " |" * 14)
             continue
         rows.append(
-            f"| {r.variant.name} | {r.variant.kind} | ok | {_pct(m['total_return'], 2)} | "
+            f"| {_label(bench, r)} | {r.variant.kind} | ok | {_pct(m['total_return'], 2)} | "
             f"{_pct(m['cagr'])} | {_sharpe_cell(m)} | {_num(m['sortino'])} | "
             f"{_num(m['calmar'])} | {_pct(m['max_drawdown'], 2).lstrip('+')} | "
             f"{_num(m['profit_factor'])} | {_pct(m['win_rate']).lstrip('+')} | {m['trades']} | "
@@ -156,7 +166,7 @@ def regime_table(bench: BenchResult) -> str:
     rows = [head, "|---|" + "---|" * len(names)]
     for r in bench.results:
         if r.by_regime:
-            rows.append(f"| {r.variant.name} | " + " | ".join(
+            rows.append(f"| {_label(bench, r)} | " + " | ".join(
                 _pct(r.by_regime.get(k, {}).get("return"), 2) for k in names) + " |")
     return "\n".join(rows)
 
@@ -173,8 +183,94 @@ def exits_table(bench: BenchResult, top: int = 4) -> str:
                  for k, v in reasons[:top]]
         if len(reasons) > top:
             cells.append(f"{len(reasons) - top} more")
-        rows.append(f"| {r.variant.name} | {hold / 60:.1f} h | {'; '.join(cells)} |")
+        rows.append(f"| {_label(bench, r)} | {hold / 60:.1f} h | {'; '.join(cells)} |")
     return "\n".join(rows) if len(rows) > 2 else "(no trades)"
+
+
+def _multi(bench: BenchResult) -> bool:
+    return len(bench.cells) > 1
+
+
+def _label(bench: BenchResult, r: Any) -> str:
+    return f"{r.cell} / {r.variant.name}" if _multi(bench) else r.variant.name
+
+
+def _t_interval(values: list[float]) -> dict[str, float]:
+    from scipy import stats
+
+    x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype="float64")
+    nan = float("nan")
+    if len(x) == 0:
+        return {"n": 0, "mean": nan, "low": nan, "high": nan, "min": nan, "max": nan}
+    mean = float(x.mean())
+    if len(x) > 1 and x.std(ddof=1) > 0:
+        half = float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
+    else:
+        half = 0.0 if len(x) > 1 else nan
+    return {"n": int(len(x)), "mean": mean, "low": mean - half, "high": mean + half,
+            "min": float(x.min()), "max": float(x.max())}
+
+
+def by_variant(bench: BenchResult) -> dict[str, dict[str, Any]]:
+    """Per variant, each metric across the cells it finished in."""
+    out: dict[str, dict[str, Any]] = {}
+    names = list(dict.fromkeys(r.variant.name for r in bench.results))
+    for name in names:
+        runs = [r for r in bench.results if r.variant.name == name]
+        ok = [r for r in runs if r.status == "ok"]
+        out[name] = {"cells": len(runs), "ok": len(ok), **{
+            k: _t_interval([r.metrics.get(k) for r in ok])
+            for k in ("total_return", "sharpe", "max_drawdown", "trades", "cagr")}}
+    return out
+
+
+def pairwise(bench: BenchResult, reference: str = "full") -> dict[str, dict[str, Any]]:
+    """Every variant minus ``reference`` on the cells where both finished (same days)."""
+    ref = {r.cell: r for r in bench.results
+           if r.variant.name == reference and r.status == "ok" and r.book is not None}
+    out: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(r.variant.name for r in bench.results):
+        if name == reference:
+            continue
+        cells = []
+        for r in bench.results:
+            if r.variant.name != name or r.status != "ok" or r.book is None or \
+                    r.cell not in ref:
+                continue
+            a = M.daily_returns(r.book.equity)
+            b = M.daily_returns(ref[r.cell].book.equity)
+            both = a.index.intersection(b.index)
+            if len(both) >= 3:
+                cells.append((a[both].to_numpy(), b[both].to_numpy()))
+        if cells:
+            out[name] = M.paired_difference(cells, seed=bench.spec.seed)
+    return out
+
+
+def grid_table(bench: BenchResult) -> str:
+    rows = ["| variant | cells ok | total return: mean [95% CI] (min .. max) | Sharpe: mean "
+            "[95% CI] | max DD: mean | trades: mean |", "|---|---|---|---|---|---|"]
+    for name, d in by_variant(bench).items():
+        tr, sh = d["total_return"], d["sharpe"]
+        rows.append(f"| {name} | {d['ok']}/{d['cells']} | {_pct(tr['mean'], 2)} "
+                    f"[{_pct(tr['low'], 2)}, {_pct(tr['high'], 2)}] ({_pct(tr['min'], 2)} .. "
+                    f"{_pct(tr['max'], 2)}) | {_num(sh['mean'])} [{_num(sh['low'])}, "
+                    f"{_num(sh['high'])}] | {_pct(d['max_drawdown']['mean'], 2).lstrip('+')} |"
+                    f" {_num(d['trades']['mean'], 1)} |")
+    return "\n".join(rows)
+
+
+def pairwise_table(bench: BenchResult) -> str:
+    pw = pairwise(bench)
+    if not pw:
+        return "(no variant finished in a cell where `full` finished)"
+    rows = ["| variant - full | cells | Sharpe difference [95% CI] | total return difference "
+            "[95% CI] |", "|---|---|---|---|"]
+    for name, d in pw.items():
+        rows.append(f"| {name} | {d['cells']} | {_num(d['d_sharpe'])} [{_num(d['d_sharpe_low'])}"
+                    f", {_num(d['d_sharpe_high'])}] | {_pct(d['d_return'], 2)} "
+                    f"[{_pct(d['d_return_low'], 2)}, {_pct(d['d_return_high'], 2)}] |")
+    return "\n".join(rows)
 
 
 def _data_line(bench: BenchResult) -> str:
@@ -196,6 +292,10 @@ def summary_text(bench: BenchResult) -> str:
              "DSR = deflated Sharpe ratio over the variants compared.", "",
              "| variant | total return | Sharpe [95% CI] | max DD | DSR | trades |",
              "|---|---|---|---|---|---|"]
+    if _multi(bench):
+        return "\n".join(lines[:2] + [f"{len(bench.cells)} cells (seed x universe x period): "
+                                      f"{', '.join(bench.cells)}.", "", grid_table(bench), "",
+                                      pairwise_table(bench)])
     for r in bench.results:
         if r.status == "ok":
             m = r.metrics
@@ -222,6 +322,13 @@ def report_markdown(bench: BenchResult, images: list[str]) -> str:
            "**Walk-forward**: FreqAI variants train on `train_period_days` before each "
            "`backtest_period_days` window and trade only that window; no setting was tuned "
            "on the evaluated range.", "",
+           "## Across cells", "", f"Cells (seed x pair universe x period): "
+           f"{', '.join(f'`{c}`' for c in bench.cells)}. Per variant, each figure's mean "
+           "over the cells it finished in, a 95 % t-interval of that mean and the range.", "",
+           grid_table(bench), "",
+           "## Variant minus full", "", "Paired on the same cells and days; intervals from a "
+           "stratified circular block bootstrap of daily returns (arch.bootstrap).", "",
+           pairwise_table(bench), "",
            "## Results", "", results_table(bench), ""]
     problems = [r for r in bench.results if r.status != "ok" or r.notes]
     if problems:
@@ -229,7 +336,7 @@ def report_markdown(bench: BenchResult, images: list[str]) -> str:
         for r in problems:
             text = "; ".join(([f"**{r.status}**: {r.reason}"] if r.status != "ok" else [])
                              + r.notes)
-            out.append(f"- `{r.variant.name}`: {text}")
+            out.append(f"- `{_label(bench, r)}`: {text}")
         out.append("")
     out += ["## Returns by regime", "", f"Regimes: {bench.regime_source}. Cells: compounded "
             "return over the candles of that regime (header: share of candles).", "",
@@ -242,7 +349,8 @@ def report_markdown(bench: BenchResult, images: list[str]) -> str:
     out += ["## How the figures are computed", ""]
     out += [f"- **{k}**: {v}" for k, v in METRIC_DEFINITIONS.items()]
     out += ["", "## Commands", "", "```"]
-    out += [f"# {r.variant.name}\n{shlex.join(r.command)}" for r in bench.results if r.command]
+    out += [f"# {_label(bench, r)}\n{shlex.join(r.command)}" for r in bench.results
+            if r.command]
     out += ["```", ""]
     return "\n".join(out)
 
@@ -268,6 +376,8 @@ def _color(i: int) -> Any:
 
 def plot_curves(bench: BenchResult, out: Path) -> list[str]:
     ok = [r for r in bench.results if r.status == "ok" and r.book is not None]
+    if ok and _multi(bench):  # one chart per cell would be unreadable: the first cell's runs
+        ok = [r for r in ok if r.cell == ok[0].cell]
     if not ok:
         return []
     paths = []
@@ -283,7 +393,8 @@ def plot_curves(bench: BenchResult, out: Path) -> list[str]:
             ax.plot(eq.index, fn(eq), style, lw=1.8 if r.variant.kind == "full" else 1.0,
                     color=_color(i), label=r.variant.name)
         ax.set_ylabel(ylabel)
-        ax.set_title(f"{name} - {bench.spec.timerange}, {', '.join(bench.spec.pairs)}")
+        ax.set_title(f"{name} - {ok[0].cell if _multi(bench) else bench.spec.timerange}, "
+                     f"{', '.join(bench.spec.pairs)}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, ncol=2)
         fig.autofmt_xdate()
@@ -312,13 +423,19 @@ def plot_curves(bench: BenchResult, out: Path) -> list[str]:
     return paths
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def write_outputs(bench: BenchResult) -> dict[str, str]:
     """Write every output into ``bench.spec.out``; returns their paths by kind."""
     out = bench.spec.out
     out.mkdir(parents=True, exist_ok=True)
     images = plot_curves(bench, out)
-    (out / "report.md").write_text(report_markdown(bench, images))
-    (out / "results.json").write_text(json.dumps(to_json(bench), indent=2) + "\n")
-    (out / "summary.md").write_text(summary_text(bench) + "\n")
+    _write_atomic(out / "report.md", report_markdown(bench, images))
+    _write_atomic(out / "results.json", json.dumps(to_json(bench), indent=2) + "\n")
+    _write_atomic(out / "summary.md", summary_text(bench) + "\n")
     return {"report": str(out / "report.md"), "results": str(out / "results.json"),
             "summary": str(out / "summary.md"), **{Path(p).stem: p for p in images}}

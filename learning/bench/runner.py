@@ -1,12 +1,13 @@
-"""``ftlearn bench``: AdvancedLearning against its ablations and baselines, walk-forward, through
-the real freqtrade CLI against the local exchange, on one data set, range, fee and wallet.
+"""One run of ``ftlearn bench``: a variant through the real freqtrade CLI against the local
+exchange, on one data set, range, fee and wallet (the grid of such runs:
+:mod:`learning.bench.pool`).
 
 The variants are a data table (:data:`learning.bench.variants.VARIANTS`). Each freqtrade
 variant runs as its own ``freqtrade backtesting`` subprocess with its own ``user_data_dir`` (so
 no learned state, model or prediction file leaks between variants) and a config overlay written
 next to its log; buy-and-hold is computed from the candles. Metrics come from
-:mod:`learning.bench.metrics` on an equity curve marked to market from freqtrade's exported orders;
-figures and the exact commands go to :mod:`learning.bench.report`.
+:mod:`learning.bench.metrics` on freqtrade's own per-candle wallet export; figures and the exact
+commands go to :mod:`learning.bench.report`.
 
 FreqAI variants are walk-forward by construction: FreqAI trains on ``train_period_days`` before
 each ``backtest_period_days`` window and predicts only that window. Nothing is tuned on the
@@ -25,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -35,10 +36,11 @@ import numpy as np
 import pandas as pd
 
 from learning.bench import metrics as M
-from learning.bench.variants import AGENT_TRAIN_DAYS, Variant, deep_merge
+from learning.bench.grid import seeded_freqai
+from learning.bench.variants import Variant, deep_merge
 from learning.core.errors import ConfigError, DataError, LearningError
 from learning.data.candles import list_pairs, load_candles, timeframe_to_minutes
-from learning.exchange.localrun import REPO_ROOT, BacktestRun, freqtrade_command, local_exchange
+from learning.exchange.localrun import REPO_ROOT, BacktestRun, freqtrade_command
 
 logger = logging.getLogger(__name__)
 
@@ -240,6 +242,9 @@ class VariantResult:
     exits: dict[str, Any] = field(default_factory=dict)  # M.exit_breakdown of its trades
     book: M.Book | None = None
     duplicate_of: str | None = None  # same configuration as this variant: not a separate trial
+    cell: str = ""  # the grid cell (period.universe.seed) it belongs to
+    job_id: str = ""
+    models_dir: Path | None = None  # its FreqAI models folder (shared with later variants)
 
 
 def asset_path(name: str) -> Path:
@@ -289,9 +294,10 @@ class Plan:
 
 
 def prepare(v: Variant, spec: BenchSpec, user_data: Path, strategy_dir: Path,
-            start: pd.Timestamp, info: DataInfo) -> Plan:
+            start: pd.Timestamp, info: DataInfo, seed: int = 0) -> Plan:
     """Pre-flight: availability, the merged config (freqtrade's loader) and, for
-    AdvancedLearning, its ``advanced_learning`` parser, so a bad key fails in a second."""
+    AdvancedLearning, its ``advanced_learning`` parser, so a bad key fails in a second.
+    ``seed`` is the job's seed (:mod:`learning.bench.grid`)."""
     from learning.core.ftconfig import load_ft_config
     from learning.strategy.config import load_learning_config
 
@@ -320,10 +326,13 @@ def prepare(v: Variant, spec: BenchSpec, user_data: Path, strategy_dir: Path,
                 section = _data_adapted(section, spec.datadir, spec.pairs, spec.timeframe)
             if spec.quick:
                 section = deep_merge(section, v.quick_freqai)
+            section = seeded_freqai(section, seed)
             overlay = deep_merge({k: x for k, x in loaded.items() if k != "freqai"}, overlay)
             overlay["freqai"] = section
             train_days = int(section.get("train_period_days", 0))
     overlay = deep_merge(overlay, v.config_overlay)
+    if v.learning_section:
+        overlay = deep_merge(overlay, {"advanced_learning": {"brain": {"seed": seed}}})
     if freqaimodel is None:
         overlay.pop("freqaimodel", None)
     if train_days:
@@ -360,11 +369,20 @@ class Measured:
 # Linux records the RSS of the image a process replaces at exec in its peak (ru_maxrss), so a
 # command started straight from this (large) process would report at least our own size. A
 # small interpreter forks the command instead and hands back the command's own rusage.
+# Both the launcher and the command ask Linux to SIGKILL them when their parent dies
+# (PR_SET_PDEATHSIG, kept across exec), so a killed bench worker leaves no freqtrade behind.
 _LAUNCHER = """
-import json, os, sys
+import ctypes, json, os, signal, sys
+def die_with_parent():
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+die_with_parent()
 pid = os.fork()
 if pid == 0:
     try:
+        die_with_parent()
         os.execvp(sys.argv[2], sys.argv[2:])
     finally:
         os._exit(127)
@@ -444,102 +462,56 @@ def error_from_log(text: str) -> str:
     return picked.split(" - ERROR - ")[-1][:600]
 
 
-@dataclass
-class Shared:
-    """What later variants learn from earlier ones: the full variant's signature (parsed
-    ``advanced_learning`` section, FreqAI model and section: an identical ablation is flagged)
-    and the FreqAI model folders by (strategy, model, FreqAI section)."""
+@dataclass(frozen=True)
+class JobInputs:
+    """What a job starts from besides the data: the Tier 3 agents trained before its range,
+    and a FreqAI models folder with trained windows and predictions to reuse."""
 
-    full_signature: Any = None
-    models: dict[str, Path] = field(default_factory=dict)
-    agents: Path | None = None  # folder of the offline-trained Tier 3 agents (shared)
+    agents: Path | None = None  # folder holding agent_*_offline.pt
     agents_note: str = ""
-
-
-def train_agents(spec: BenchSpec, start: pd.Timestamp, info: DataInfo, shared: Shared) -> None:
-    """Train the Tier 3 agents once per bench run, on the days before the evaluated range only
-    (walk-forward: they never see it); every variant that sizes with PPO starts from them."""
-    if shared.agents is not None or shared.agents_note:
-        return
-    from learning.agents.offline import train_agents_offline
-    from learning.core.ftconfig import load_ft_config, store_for
-    from learning.strategy.config import load_learning_config
-
-    first = max(info.first, start - pd.Timedelta(days=AGENT_TRAIN_DAYS))
-    if start - first < pd.Timedelta(days=14):
-        shared.agents_note = (f"PPO agents not trained: fewer than 14 days of candles before "
-                              f"{start:%Y-%m-%d}; those variants size by rules")
-        return
-    user = spec.out / "agents" / "user_data"
-    user.mkdir(parents=True, exist_ok=True)
-    overlay = spec.out / "agents" / "overlay.json"
-    _write_json(overlay, {"user_data_dir": str(user), "timeframe": spec.timeframe,
-                          "exchange": {"pair_whitelist": list(spec.pairs)}})
-    try:
-        ft = load_ft_config([*map(str, spec.configs), str(overlay)])
-        cfg = load_learning_config(ft)
-        train_agents_offline(ft, cfg, store_for(ft, "backtest", cfg), spec.datadir,
-                             f"{first:%Y%m%d}-{start:%Y%m%d}",
-                             1024 if spec.quick else None, regimes=not spec.quick)
-    except LearningError as err:
-        print(f"ftlearn train-agents: error: {err}")
-        shared.agents_note = "PPO agents could not be trained; those variants size by rules"
-        return
-    shared.agents = user / "learning" / "default" / "backtest"
-    shared.agents_note = (f"PPO agents trained on {first:%Y-%m-%d} .. {start:%Y-%m-%d} (before "
-                          "the evaluated range)")
+    models: Path | None = None  # a models/<identifier> folder (saved predictions)
+    models_note: str = ""
 
 
 def run_variant(v: Variant, spec: BenchSpec, exchange_overlay: Path, strategy_dir: Path,
                 start: pd.Timestamp, info: DataInfo, closes: pd.DataFrame,
-                opens: Mapping[str, float], shared: Shared) -> VariantResult:
-    """Run one variant and compute its metrics; failures become a result, never an exception.
+                opens: Mapping[str, float], run_dir: Path, inputs: JobInputs = JobInputs(),
+                seed: int = 0) -> VariantResult:
+    """Run one variant in ``run_dir`` and compute its metrics; failures become a result,
+    never an exception.
 
-    With ``spec.share_predictions`` a variant whose strategy, FreqAI model and FreqAI section
-    equal an earlier successful variant's starts from a copy of that variant's model folder, so
-    FreqAI reuses its walk-forward predictions instead of training the same models again (they
-    are trained with fixed seeds on the same windows; FreqAI still checks that the strategy's
-    feature list matches). Its cost figures then exclude training; the report says so."""
-    step = pd.Timedelta(minutes=timeframe_to_minutes(spec.timeframe))
+    With ``inputs.models`` the variant starts from a copy of that FreqAI models folder, so
+    FreqAI reuses its walk-forward predictions instead of training the same windows again
+    (:func:`learning.bench.grid.freqai_key` decides when that is allowed; FreqAI still checks
+    that the strategy's feature list matches). Its cost figures then exclude training; the
+    report says so."""
     res = VariantResult(v)
     if v.builtin == "buy_and_hold":
         book, pnl = M.buy_and_hold(opens, closes, spec.wallet, spec.fee, start)
         res.book, res.metrics = book, M.summarize(book, list(pnl.values()), spec.seed)
         res.notes.append("computed from the candles, not by freqtrade")
         return res
-    run_dir = spec.out / "runs" / v.name
     if run_dir.exists():
         shutil.rmtree(run_dir)
     user_data = run_dir / "user_data"
     user_data.mkdir(parents=True)
-    plan = prepare(v, spec, user_data, strategy_dir, start, info)
+    plan = prepare(v, spec, user_data, strategy_dir, start, info, seed)
     res.notes += plan.notes
     if plan.status != "run":
         res.status, res.reason = plan.status, plan.reason
         return res
     freqai = plan.overlay.get("freqai") if plan.freqaimodel else None
-    if plan.learning is not None:
-        signature = (plan.learning, plan.freqaimodel, json.dumps(freqai, sort_keys=True))
-        if v.kind == "full":
-            shared.full_signature = signature
-        elif signature == shared.full_signature:
-            res.duplicate_of = "full"
-            res.notes.append("same configuration as full (the component is already off there):"
-                             " this ablation measures nothing")
-    model_key = json.dumps([v.strategy, plan.freqaimodel, freqai], sort_keys=True)
-    models_dir = user_data / "models" / str((freqai or {}).get("identifier", ""))
-    source = shared.models.get(model_key) if freqai and spec.share_predictions else None
-    if source is not None:
-        shutil.copytree(source, models_dir)
-        res.notes.append(f"FreqAI predictions reused from `{source.parents[2].name}` (same "
-                         "strategy, model and FreqAI settings): cost figures exclude training")
+    res.models_dir = user_data / "models" / str((freqai or {}).get("identifier", ""))
+    if freqai and inputs.models is not None:
+        shutil.copytree(inputs.models, res.models_dir)
+        res.notes.append(inputs.models_note or "FreqAI predictions reused: cost figures "
+                         "exclude training")
     if plan.learning is not None and plan.learning.sizing.agent == "ppo":
-        train_agents(spec, start, info, shared)
-        res.notes.append(shared.agents_note)
-        if shared.agents is not None:
+        res.notes.append(inputs.agents_note)
+        if inputs.agents is not None:
             target = user_data / "learning" / plan.learning.identifier / "backtest"
             target.mkdir(parents=True, exist_ok=True)
-            for f in shared.agents.glob("agent_*_offline.pt"):
+            for f in inputs.agents.glob("agent_*_offline.pt"):
                 shutil.copy2(f, target / f.name)
     configs = [*spec.configs, run_dir / "overlay.json", exchange_overlay]
     # Our baselines load from the run's strategy folder; AdvancedLearning from config.json's.
@@ -559,25 +531,35 @@ def run_variant(v: Variant, spec: BenchSpec, exchange_overlay: Path, strategy_di
                       f"{error_from_log(log.read_text(errors='replace'))}")
         return res
     try:
-        _collect(res, BacktestRun(0, "", run_dir / "results", tuple(res.command)), v, spec,
-                 start, closes, step)
+        _collect(res, run_dir / "results", v, spec, start)
     except Exception as err:  # a result we cannot read is a failed variant, not a crash
         res.status, res.reason = "failed", f"could not read freqtrade's results: {err}"
-    if res.status == "ok" and freqai and models_dir.is_dir():
-        shared.models.setdefault(model_key, models_dir)
     return res
 
 
-def _collect(res: VariantResult, run: BacktestRun, v: Variant, spec: BenchSpec,
-             start: pd.Timestamp, closes: pd.DataFrame, step: pd.Timedelta) -> None:
+def _collect(res: VariantResult, result_dir: Path, v: Variant, spec: BenchSpec,
+             start: pd.Timestamp) -> None:
+    """Metrics from freqtrade's result zip: equity from its per-candle wallet export."""
+    from freqtrade.data.btanalysis import (
+        get_backtest_wallet_change,
+        get_latest_backtest_filename,
+    )
+
+    run = BacktestRun(0, "", result_dir, tuple(res.command or ()))
     stats = run.stats(v.strategy)
     ft_start = pd.Timestamp(stats["backtest_start_ts"], unit="ms", tz="UTC")
     if ft_start != start:
         raise LearningError(f"freqtrade backtested from {ft_start} instead of {start} (not "
                             "enough start-up history); choose a later --timerange")
+    _, end = parse_timerange(spec.timerange)
     trades = run.trades(v.strategy)
-    fills = M.fills_from_trades(trades, spec.fee) if len(trades) else []
-    book = M.mark_to_market(fills, closes, spec.wallet, start, step)
+    wallet = get_backtest_wallet_change(result_dir / get_latest_backtest_filename(result_dir),
+                                        v.strategy)
+    if wallet is None or wallet.empty:
+        raise LearningError("freqtrade's result zip holds no wallet export (*_wallet.feather)")
+    fees = M.fees_paid(trades, spec.fee) if len(trades) else 0.0
+    book = M.book_from_wallet(wallet, str(stats.get("stake_currency", "USDT")), start, end,
+                              spec.wallet, float(stats["final_balance"]), fees)
     pnl = trades["profit_abs"].to_numpy(dtype="float64") if len(trades) else np.array([])
     res.book, res.metrics = book, M.summarize(book, pnl, spec.seed)
     res.exits = M.exit_breakdown(trades)
@@ -585,11 +567,6 @@ def _collect(res: VariantResult, run: BacktestRun, v: Variant, spec: BenchSpec,
         "total_trades", "profit_total", "final_balance", "max_drawdown_account", "sharpe",
         "sortino", "calmar", "cagr", "winrate", "profit_factor", "backtest_start",
         "backtest_end", "freqai_identifier", "freqaimodel")}
-    gap = float(book.equity.iloc[-1]) - float(stats["final_balance"])
-    res.freqtrade["final_equity_minus_final_balance"] = round(gap, 6)
-    if abs(gap) > 0.01 * spec.wallet / 100:  # more than 0.01 % of the wallet
-        res.notes.append(f"marked-to-market final equity differs from freqtrade's final "
-                         f"balance by {gap:.2f}")
 
 
 def prepare_strategy_dir(out: Path, variants: Sequence[Variant]) -> Path:
@@ -598,7 +575,7 @@ def prepare_strategy_dir(out: Path, variants: Sequence[Variant]) -> Path:
     for v in variants:
         for f in v.strategy_files:
             src = _strategy_source(f)
-            if src.is_file():
+            if src.is_file() and not (sdir / src.name).is_file():
                 shutil.copy2(src, sdir / src.name)
     return sdir
 
@@ -616,47 +593,21 @@ class BenchResult:
     started: pd.Timestamp
     finished: pd.Timestamp
     argv: list[str] = field(default_factory=list)
+    cells: list[str] = field(default_factory=list)  # in grid order
 
 
 def add_deflated_sharpe(results: Sequence[VariantResult]) -> None:
-    """DSR of every successful run; the trials are the successful runs with a defined Sharpe
-    ratio, a variant with the same configuration as another counted once."""
-    ok = [r for r in results if r.status == "ok" and r.book is not None]
-    daily = {r.variant.name: M.daily_returns(r.book.equity).to_numpy() for r in ok}
-    trial_sr = [M.period_sharpe(daily[r.variant.name]) for r in ok if r.duplicate_of is None]
-    for r in ok:
-        d = M.deflated_sharpe(daily[r.variant.name], trial_sr)
-        r.metrics.update({"dsr": d["dsr"], "dsr_sr0_per_day": d["sr0"],
-                          "dsr_trials": d["n_trials"]})
-
-
-def run_bench(spec: BenchSpec, variants: Sequence[Variant], now: pd.Timestamp,
-              progress: Callable[[str], None] = print, argv: Sequence[str] = ()) -> BenchResult:
-    info = data_info(spec.datadir, spec.pairs, spec.timeframe)
-    start, end = check_timerange(spec.timerange, info, spec.pairs, spec.timeframe, spec.datadir)
-    step = pd.Timedelta(minutes=timeframe_to_minutes(spec.timeframe))
-    closes, opens = closes_frame(spec.datadir, spec.pairs, spec.timeframe, start, end)
-    labels, regime_source = regime_labels(spec.datadir, spec.pairs, spec.timeframe)
-    spec.out.mkdir(parents=True, exist_ok=True)
-    strategy_dir = prepare_strategy_dir(spec.out, variants)
-    results: list[VariantResult] = []
-    shared = Shared()
-    with local_exchange(spec.datadir, spec.out / "exchange") as ex:
-        for i, v in enumerate(variants, 1):
-            progress(f"[{i}/{len(variants)}] {v.name} ({v.kind}): {v.description}")
-            t0 = time.perf_counter()
-            try:
-                res = run_variant(v, spec, ex.overlay, strategy_dir, start, info, closes, opens,
-                                  shared)
-            except Exception as err:  # noqa: BLE001 - one variant's crash must not end the bench
-                logger.exception("bench: variant %s crashed", v.name)
-                res = VariantResult(v, status="failed", reason=f"{type(err).__name__}: {err}")
-            if res.book is not None:
-                res.by_regime = M.returns_by_regime(res.book.equity, labels, step)
-            results.append(res)
-            tail = (f"total return {res.metrics['total_return']:+.2%}, "
-                    f"{res.metrics['trades']} trades" if res.status == "ok" else res.reason)
-            progress(f"    {res.status} in {time.perf_counter() - t0:.0f} s: {tail}")
-    add_deflated_sharpe(results)
-    return BenchResult(spec, info, regime_source, results, now, pd.Timestamp.now(tz="UTC"),
-                       list(argv))
+    """DSR of every successful run, cell by cell; the trials of a cell are its successful runs
+    with a defined Sharpe ratio, a variant with the same configuration as another counted
+    once."""
+    by_cell: dict[str, list[VariantResult]] = {}
+    for r in results:
+        by_cell.setdefault(r.cell, []).append(r)
+    for cell in by_cell.values():
+        ok = [r for r in cell if r.status == "ok" and r.book is not None]
+        daily = {id(r): M.daily_returns(r.book.equity).to_numpy() for r in ok}
+        trial_sr = [M.period_sharpe(daily[id(r)]) for r in ok if r.duplicate_of is None]
+        for r in ok:
+            d = M.deflated_sharpe(daily[id(r)], trial_sr)
+            r.metrics.update({"dsr": d["dsr"], "dsr_sr0_per_day": d["sr0"],
+                              "dsr_trials": d["n_trials"]})

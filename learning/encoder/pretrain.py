@@ -17,6 +17,13 @@ Checkpoint format (one ``torch.save`` dict, plain types and tensors only, so it 
 
 It is written atomically (temp file in the same folder, fsync, rename). Loading refuses another
 schema, schema version or architecture with a :class:`~learning.core.errors.StateError` naming it.
+
+Several processes (``ftlearn train-encoder --nproc N`` or ``torchrun``): torch.distributed with
+DistributedDataParallel (gloo on CPU, nccl on GPUs). Every rank draws the same shuffled global
+batch, augmentation and masks from the same seed and trains on its own slice of it; each rank's
+loss is scaled so that DDP's gradient average is the gradient of the global batch's loss. The
+run is therefore the single-process run with the same global batch (up to floating-point
+summation order), only faster; rank 0 writes the progress bar, TensorBoard and the checkpoint.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import math
 import os
 import random
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -93,6 +101,53 @@ class TrainConfig:
                               f"{', '.join(AUGMENTATIONS)}")
 
 
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in a torch.distributed run (``world == 1``: not distributed)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_name: str) -> Dist:
+    """Join the process group torchrun describes (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+    ``MASTER_ADDR``/``PORT`` in the environment); a plain process is rank 0 of 1. Backend: nccl
+    on CUDA, gloo on CPU. Each rank gets its share of the CPU threads (or its own GPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as tdist
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = resolve_device(device_name).type == "cuda"
+    if cuda:
+        torch.cuda.set_device(local)
+    else:  # no oversubscription: N processes share the cores
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+    if not tdist.is_initialized():
+        tdist.init_process_group("nccl" if cuda else "gloo")
+    return Dist(tdist.get_rank(), tdist.get_world_size(), local)
+
+
+class _ShardLoss(torch.nn.Module):
+    """The loss of this rank's slice of a global batch, for DDP to differentiate (DDP only
+    synchronises gradients of what runs through its own forward)."""
+
+    def __init__(self, model: TSAMAE) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor, w: torch.Tensor,
+                scale: float) -> torch.Tensor:
+        return (self.model.masked_errors(x, keep) * w).sum() * scale
+
+
 @dataclass
 class TrainResult:
     """What a pre-training run produced (the model holds the best weights, on CPU)."""
@@ -104,6 +159,8 @@ class TrainResult:
     stopped_early: bool = False
     n_train: int = 0
     n_val: int = 0
+    train_seconds: float = 0.0  # optimizer steps only (no evaluation)
+    samples: int = 0  # windows through the optimizer, all ranks together
 
 
 def seed_everything(seed: int) -> np.random.Generator:
@@ -151,23 +208,33 @@ def build_optimizers(model: TSAMAE, cfg: TrainConfig) -> list[torch.optim.Optimi
 
 @torch.no_grad()
 def evaluate(model: TSAMAE, data: WindowSet, batch_size: int, seed: int,
-             device: torch.device) -> float:
-    """Mean masked-patch MSE over the valid windows, with masks from a fixed seed."""
+             device: torch.device, dist: Dist = Dist()) -> float:
+    """Mean masked-patch MSE over the valid windows, with masks from a fixed seed. Distributed:
+    every rank draws every batch's masks (same sequence) and scores every ``world``-th batch;
+    the sums are added across ranks."""
     if len(data) == 0:
         return float("nan")
     model.eval()
     gen = torch.Generator(device=device).manual_seed(seed)
     total, count = 0.0, 0
-    for lo in range(0, len(data), batch_size):
+    for j, lo in enumerate(range(0, len(data), batch_size)):
         wb = data.batch(np.arange(lo, min(lo + batch_size, len(data))))
         if not wb.valid.any():
             continue
         x = torch.from_numpy(wb.x[wb.valid]).to(device)
         with amp_context(device):
             keep = model.random_keep(x.shape[0], gen, device)
+            if j % dist.world != dist.rank:
+                continue
             err = model.masked_errors(x, keep)
         total += float(err.float().sum())
         count += x.shape[0]
+    if dist.world > 1:
+        import torch.distributed as tdist
+
+        sums = torch.tensor([total, float(count)], dtype=torch.float64, device=device)
+        tdist.all_reduce(sums)
+        total, count = float(sums[0]), int(sums[1])
     model.train()
     return total / count if count else float("nan")
 
@@ -189,7 +256,8 @@ def _progress(enabled: bool):
 
 def train_encoder(train: WindowSet, val: WindowSet | None, enc_cfg: EncoderConfig,
                   cfg: TrainConfig, *, init_state: Mapping[str, torch.Tensor] | None = None,
-                  tb_dir: str | Path | None = None, progress: bool = True) -> TrainResult:
+                  tb_dir: str | Path | None = None, progress: bool = True,
+                  dist: Dist = Dist()) -> TrainResult:
     """Pre-train (or fine-tune from ``init_state``) a :class:`TSAMAE`; see the module docstring.
 
     Raises :class:`DataError` when ``train`` holds no window.
@@ -198,12 +266,22 @@ def train_encoder(train: WindowSet, val: WindowSet | None, enc_cfg: EncoderConfi
         raise DataError(f"not enough valid candles for one {enc_cfg.window}-candle window "
                         "(need window+1 consecutive clean candles in the training range)")
     device = resolve_device(cfg.device)
+    if device.type == "cuda" and dist.world > 1:
+        device = torch.device("cuda", dist.local_rank)
+    progress = progress and dist.main
+    tb_dir = tb_dir if dist.main else None
     rng = seed_everything(cfg.seed)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     model = TSAMAE(enc_cfg)
     if init_state is not None:
         model.load_state_dict(init_state)
     model.to(device).train()
+    shard_loss = None
+    if dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        shard_loss = DistributedDataParallel(
+            _ShardLoss(model), device_ids=[device.index] if device.type == "cuda" else None)
     opts = build_optimizers(model, cfg)
     steps = math.ceil(len(train) / cfg.batch_size)
     if cfg.max_steps_per_epoch:
@@ -229,13 +307,20 @@ def train_encoder(train: WindowSet, val: WindowSet | None, enc_cfg: EncoderConfi
                 perm = rng.permutation(len(train))
                 losses = []
                 for i in range(steps):
+                    t_step = time.perf_counter()
                     wb = train.batch(perm[i * cfg.batch_size:(i + 1) * cfg.batch_size])
                     xb = augment(wb.x, wb.valid, cfg.augment, rng) if cfg.augment else wb.x
-                    x = torch.from_numpy(xb).to(device, non_blocking=True)
-                    valid = torch.from_numpy(wb.valid).to(device)
-                    with amp_context(device):
-                        loss = model(x, valid, gen)
-                    scaler.scale(loss).backward()
+                    if shard_loss is None:
+                        x = torch.from_numpy(xb).to(device, non_blocking=True)
+                        valid = torch.from_numpy(wb.valid).to(device)
+                        with amp_context(device):
+                            loss = model(x, valid, gen)
+                        scaler.scale(loss).backward()
+                        shown = loss.detach()
+                    else:
+                        shown = _shard_step(shard_loss, model, xb, wb.valid, gen, device,
+                                            dist, scaler)
+                    result.samples += len(wb.valid)
                     if cfg.grad_clip:
                         for o in opts:
                             scaler.unscale_(o)
@@ -247,7 +332,8 @@ def train_encoder(train: WindowSet, val: WindowSet | None, enc_cfg: EncoderConfi
                         o.zero_grad(set_to_none=True)
                     for s in scheds:
                         s.step()
-                    losses.append(float(loss.detach()))
+                    result.train_seconds += time.perf_counter() - t_step
+                    losses.append(float(shown))
                     if writer is not None:
                         writer.add_scalar("loss/train_step", losses[-1], global_step)
                         writer.add_scalar("lr", scheds[0].get_last_lr()[0], global_step)
@@ -255,7 +341,7 @@ def train_encoder(train: WindowSet, val: WindowSet | None, enc_cfg: EncoderConfi
                     bar.update(task, advance=1, info=f"epoch {epoch + 1}/{cfg.epochs} "
                                f"loss {np.mean(losses[-50:]):.4f}")
                 train_loss = float(np.mean(losses))
-                val_loss = (evaluate(model, val, cfg.batch_size, cfg.seed + 1, device)
+                val_loss = (evaluate(model, val, cfg.batch_size, cfg.seed + 1, device, dist)
                             if have_val else float("nan"))
                 result.train_losses.append(train_loss)
                 result.val_losses.append(val_loss)
@@ -286,6 +372,29 @@ def train_encoder(train: WindowSet, val: WindowSet | None, enc_cfg: EncoderConfi
     return result
 
 
+def _shard_step(shard_loss: torch.nn.Module, model: TSAMAE, xb: np.ndarray, valid: np.ndarray,
+                gen: torch.Generator, device: torch.device, dist: Dist,
+                scaler: torch.amp.GradScaler) -> torch.Tensor:
+    """Forward and backward of this rank's slice of the global batch ``xb``; returns the global
+    batch's loss (for the log). Every rank draws the masks of the WHOLE batch (same generator
+    state everywhere, as a single process would) and keeps its slice; the loss is scaled by
+    world / (valid windows in the global batch), so DDP's average of the ranks' gradients is
+    the gradient of the single-process loss."""
+    import torch.distributed as tdist
+
+    keep = model.random_keep(len(xb), gen, device)
+    part = np.array_split(np.arange(len(xb)), dist.world)[dist.rank]
+    x = torch.from_numpy(xb[part]).to(device, non_blocking=True)
+    w = torch.from_numpy(valid[part]).to(device).float()
+    n_valid = max(1.0, float(valid.sum()))
+    with amp_context(device):
+        loss = shard_loss(x, keep[torch.from_numpy(part).to(device)], w, dist.world / n_valid)
+    scaler.scale(loss).backward()
+    shown = loss.detach().float() / dist.world
+    tdist.all_reduce(shown)
+    return shown
+
+
 def _iso(ts: Any) -> str | None:
     """A naive-UTC or aware time as an ISO string with +00:00 (None stays None)."""
     if ts is None or pd.isna(ts):
@@ -310,7 +419,8 @@ def _plain(value: Any) -> Any:
 def pretrain(frames: Mapping[str, pd.DataFrame], enc_cfg: EncoderConfig, cfg: TrainConfig,
              timeframe: str, *, init_state: Mapping[str, torch.Tensor] | None = None,
              prior_meta: Mapping[str, Any] | None = None, tb_dir: str | Path | None = None,
-             progress: bool = True, now: datetime | None = None) -> tuple[TrainResult, dict]:
+             progress: bool = True, now: datetime | None = None,
+             dist: Dist = Dist()) -> tuple[TrainResult, dict]:
     """Split ``frames`` (pair -> candles) by time, pre-train, and build the checkpoint meta.
 
     When fine-tuning (``init_state``), pass the initial checkpoint's meta as ``prior_meta``:
@@ -327,7 +437,7 @@ def pretrain(frames: Mapping[str, pd.DataFrame], enc_cfg: EncoderConfig, cfg: Tr
     logger.info("pre-training on %d windows, validating on %d (split at %s)", len(train),
                 len(val), split.split_time)
     result = train_encoder(train, val, enc_cfg, cfg, init_state=init_state, tb_dir=tb_dir,
-                           progress=progress)
+                           progress=progress, dist=dist)
     meta = {
         "pairs": names, "timeframe": timeframe,
         "first_candle": _iso(split.first), "last_candle": _iso(split.last),
@@ -335,7 +445,7 @@ def pretrain(frames: Mapping[str, pd.DataFrame], enc_cfg: EncoderConfig, cfg: Tr
         "n_train_windows": result.n_train, "n_val_windows": result.n_val,
         "train_losses": result.train_losses, "val_losses": result.val_losses,
         "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
-        "train_config": dataclasses.asdict(cfg),
+        "train_config": dataclasses.asdict(cfg), "processes": dist.world,
         "created": (now or datetime.now(UTC)).isoformat(),
     }
     if prior_meta:

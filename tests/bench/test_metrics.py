@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from learning.bench import metrics as M
+from tests.bench import mtm as X
 
 DAY = pd.Timedelta(days=1)
 T0 = pd.Timestamp("2025-01-01", tz="UTC")
@@ -97,9 +98,9 @@ def _closes(values: list[float], step: pd.Timedelta, pair: str = "A/USDT") -> pd
 def test_mark_to_market_of_one_round_trip_matches_hand_ledger():
     step = pd.Timedelta(minutes=5)
     closes = _closes([102.0, 103.0, 105.0, 101.0], step)
-    fills = [M.Fill("A/USDT", T0, True, 1.0, 100.0, 0.01),  # open of candle 0
-             M.Fill("A/USDT", T0 + 2 * step, False, 1.0, 104.0, 0.01)]  # open of candle 2
-    book = M.mark_to_market(fills, closes, 1000.0, T0, step)
+    fills = [X.Fill("A/USDT", T0, True, 1.0, 100.0, 0.01),  # open of candle 0
+             X.Fill("A/USDT", T0 + 2 * step, False, 1.0, 104.0, 0.01)]  # open of candle 2
+    book = X.mark_to_market(fills, closes, 1000.0, T0, step)
     # cash after entry 1000 - 101; after exit + 104 * 0.99
     assert book.equity.to_numpy() == pytest.approx(
         [1000.0, 899.0 + 102.0, 899.0 + 103.0, 899.0 + 102.96, 899.0 + 102.96])
@@ -111,9 +112,9 @@ def test_mark_to_market_of_one_round_trip_matches_hand_ledger():
 def test_mark_to_market_with_force_exit_at_the_end_books_it_in_the_last_mark():
     step = pd.Timedelta(minutes=5)
     closes = _closes([102.0, 103.0], step)
-    fills = [M.Fill("A/USDT", T0, True, 1.0, 100.0, 0.01),
-             M.Fill("A/USDT", T0 + 2 * step, False, 1.0, 103.0, 0.01)]  # at the last close
-    book = M.mark_to_market(fills, closes, 1000.0, T0, step)
+    fills = [X.Fill("A/USDT", T0, True, 1.0, 100.0, 0.01),
+             X.Fill("A/USDT", T0 + 2 * step, False, 1.0, 103.0, 0.01)]  # at the last close
+    book = X.mark_to_market(fills, closes, 1000.0, T0, step)
     assert book.equity.iloc[-1] == pytest.approx(1000 - 101 + 103 * 0.99)
     assert book.fees == pytest.approx(1.0 + 1.03)
 
@@ -211,9 +212,9 @@ def test_deflated_sharpe_with_more_trials_is_lower(rng):
 def test_summarize_reports_every_metric():
     step = pd.Timedelta(hours=6)
     closes = _closes([101.0, 99.0, 103.0, 104.0, 100.0, 106.0, 107.0, 108.0], step)
-    fills = [M.Fill("A/USDT", T0, True, 1.0, 100.0, 0.001),
-             M.Fill("A/USDT", T0 + 5 * step, False, 1.0, 100.0, 0.001)]
-    book = M.mark_to_market(fills, closes, 1000.0, T0, step)
+    fills = [X.Fill("A/USDT", T0, True, 1.0, 100.0, 0.001),
+             X.Fill("A/USDT", T0 + 5 * step, False, 1.0, 100.0, 0.001)]
+    book = X.mark_to_market(fills, closes, 1000.0, T0, step)
     out = M.summarize(book, [-0.2], seed=0)
     for key in ("total_return", "cagr", "sharpe", "sharpe_ci_low", "sharpe_ci_high", "sortino",
                 "calmar", "max_drawdown", "profit_factor", "win_rate", "trades", "exposure",

@@ -8,6 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -34,7 +37,7 @@ from learning.encoder.windows import (
     split_by_time,
     window_features,
 )
-from tests.conftest import make_ohlcv
+from tests.conftest import ROOT, make_ohlcv
 
 TINY = EncoderConfig(window=32, patch_len=4, d_model=16, n_heads=2, n_layers=1, d_ff=32,
                      dec_d_model=8, dec_heads=2, dec_layers=1, score_masks=3)
@@ -290,3 +293,40 @@ def test_train_encoder_cli_writes_checkpoint_with_meta(tmp_path, capsys):
     assert summary["checkpoint"] == str(out) and model.config.window == 32
     assert meta["pairs"] == ["AAA/USDT", "BBB/USDT"] and meta["timeframe"] == "5m"
     assert meta["last_candle"] < "2025-01-03"  # the --timerange end is exclusive
+
+
+@pytest.mark.slow
+def test_train_encoder_with_two_processes_equals_one_process_with_the_same_global_batch(
+        tmp_path, capsys):
+    for pair, seed in (("AAA_USDT", 1), ("BBB_USDT", 2)):
+        make_ohlcv(900, seed=seed).to_feather(tmp_path / f"{pair}-5m.feather")
+    common = ["train-encoder", "--datadir", str(tmp_path), "--pairs", "AAA/USDT", "BBB/USDT",
+              "--epochs", "2", "--max-steps", "3", "--batch-size", "24", "--window", "32",
+              "--patch-len", "4", "--device", "cpu", "--augment", "jitter,scale",
+              "--no-progress", "--json"]
+    parser = argparse.ArgumentParser()
+    encoder_cmd.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args([*common, "--out", str(tmp_path / "one.pt")])
+    assert args.func(args) == 0
+    one_summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    two = subprocess.run([sys.executable, "-m", "learning.cli", *common, "--nproc", "2",
+                          "--out", str(tmp_path / "two.pt")], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-3000:]
+    two_summary = json.loads(two.stdout.strip().splitlines()[-1])
+    assert (one_summary["processes"], two_summary["processes"]) == (1, 2)
+    one_model, one_meta = load_checkpoint(tmp_path / "one.pt")
+    two_model, two_meta = load_checkpoint(tmp_path / "two.pt")
+    assert one_meta["train_losses"] == pytest.approx(two_meta["train_losses"], rel=1e-4)
+    assert one_meta["val_losses"] == pytest.approx(two_meta["val_losses"], rel=1e-4)
+    a, b = one_model.state_dict(), two_model.state_dict()
+    assert a.keys() == b.keys()
+    diffs = {k: float((a[k] - b[k]).abs().max()) for k in a}
+    moved = max(float((a[k] - TSAMAE(one_model.config).state_dict()[k]).abs().max()) for k in a
+                if k.endswith("weight"))
+    assert moved > 1e-3, "training must have moved the weights for the comparison to mean much"
+    # Same weights up to floating-point summation order. The attention key biases have no true
+    # gradient (softmax ignores a shift), so Adam scales float noise there up to ~lr-sized
+    # steps: they get a looser bound, still far below what one wrong gradient step would do.
+    for k, d in diffs.items():
+        assert d < (2e-4 if k.endswith("in_proj_bias") else 1e-5), (k, d)
