@@ -110,14 +110,16 @@ def asof_merge(dates: pd.Series, timeframe: str, info: pd.DataFrame, info_timefr
 
 
 def trend_score(dates: pd.Series, close: pd.Series, timeframe: str, daily: pd.DataFrame | None,
-                days: int = 50) -> pd.Series:
+                days: int = 50, daily_close: bool = False) -> pd.Series:
     """Time-series momentum (Moskowitz, Ooi & Pedersen 2012) as a score in [-1, 1].
 
     x = log(close / mean of the last ``days`` completed daily closes), in units of what that
     distance spreads to on a driftless walk (σ_daily √(days / 3)); score = tanh(x). Positive
     while the price is above its ``days``-day mean: the textbook trend rule's signal, graded.
     The daily closes come from the pair's 1d candles and are known only once their day has
-    closed (:func:`asof_merge`).
+    closed (:func:`asof_merge`). With ``daily_close`` the distance is taken from the last
+    completed daily close instead of the current price: the rule's own daily signal, which
+    changes once a day (what trend exits use, so an intraday dip does not end a trend trade).
     """
     if daily is None or len(daily) < days + 1:
         return pd.Series(np.nan, index=close.index)
@@ -127,8 +129,10 @@ def trend_score(dates: pd.Series, close: pd.Series, timeframe: str, daily: pd.Da
         "date": daily["date"],
         "sma": dclose.rolling(days, min_periods=days).mean(),
         "vol": dlog.diff().rolling(days, min_periods=days // 2).std()})
-    merged = asof_merge(dates, timeframe, stats, "1d", ["sma", "vol"])
-    x = np.log(close.astype("float64").to_numpy() / merged["sma"].to_numpy())
+    stats["dclose"] = dclose
+    merged = asof_merge(dates, timeframe, stats, "1d", ["sma", "vol", "dclose"])
+    price = merged["dclose"].to_numpy() if daily_close else close.astype("float64").to_numpy()
+    x = np.log(price / merged["sma"].to_numpy())
     scale = merged["vol"].to_numpy() * math.sqrt(days / 3.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         score = np.tanh(x / scale)

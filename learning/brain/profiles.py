@@ -8,7 +8,8 @@ shadow book that resolves counterfactual trades, :mod:`learning.brain.shadow`):
 * a take profit ``take_profit_vol`` daily volatilities above it (0: none);
 * a trailing stop ``trail_vol`` daily volatilities below the highest price since entry (0: none);
 * a longest hold ``max_hold`` (a duration);
-* with ``trend_exit``, an exit when the trend component turns negative (the trend has flipped).
+* with ``trend_exit``, an exit once a *daily* close falls below its trend mean (the trend has
+  flipped; judged on completed days, as the trend rule does, not on every intraday dip).
 
 Barriers in units of the pair's daily volatility at entry (the triple barrier of López de Prado,
 *Advances in Financial Machine Learning*, ch. 3) mean the same thing on a quiet and a wild pair.
@@ -57,7 +58,7 @@ class ExitProfile:
 DEFAULT_PROFILES: tuple[ExitProfile, ...] = (
     ExitProfile("SCALP", stop_vol=1.0, take_profit_vol=1.5, max_hold="1d"),
     ExitProfile("SWING", stop_vol=2.0, take_profit_vol=4.0, max_hold="7d"),
-    ExitProfile("RUNNER", stop_vol=3.0, trail_vol=3.0, max_hold="60d", trend_exit=True),
+    ExitProfile("RUNNER", stop_vol=3.0, trail_vol=4.0, max_hold="60d", trend_exit=True),
 )
 
 
@@ -72,8 +73,10 @@ class ProfileConfig:
                            "whose profile learning is off.")
     learn: bool = _f(True, "Learn which profile pays per regime; false: always rule_profile.")
     min_stop: float = _f(0.01, "Narrowest stop (fraction of the entry price).", (0.001, 0.5))
-    max_stop: float = _f(0.10, "Widest stop (the strategy's hard stoploss caps it too).",
-                         (0.005, 0.5))
+    max_stop: float = _f(0.10, "Widest stop below the entry (the strategy's hard stoploss caps "
+                         "it too).", (0.005, 0.5))
+    max_trail: float = _f(0.25, "Widest trailing stop below the highest price since entry.",
+                          (0.005, 0.9))
     discount: float = _f(0.995, "γ per learning event in a regime: older evidence fades.",
                          (0.5, 1.0))
     exploration: float = _f(0.5, "Spread of the Thompson draws (1: plain Thompson sampling).",
@@ -138,7 +141,8 @@ def plan_for(profile: ExitProfile, daily_vol: float, config: ProfileConfig) -> E
         profile=profile.name, stop=clamp(profile.stop_vol * daily_vol),
         take_profit=profile.take_profit_vol * daily_vol if profile.take_profit_vol > 0
         else math.inf,
-        trail=clamp(profile.trail_vol * daily_vol) if profile.trail_vol > 0 else 0.0,
+        trail=min(max(profile.trail_vol * daily_vol, config.min_stop), config.max_trail)
+        if profile.trail_vol > 0 else 0.0,
         hold=parse_duration(profile.max_hold), trend_exit=profile.trend_exit)
 
 

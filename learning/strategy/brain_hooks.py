@@ -353,7 +353,7 @@ class BrainHooks:
         if series is None:
             return None
         return PricePath(series.close_ns, series.open, series.high, series.low, series.close,
-                         series.trend_score)
+                         series.trend_daily)
 
     def shadow_step(self, now: datetime) -> None:
         """Counterfactual feedback, once per closed candle and pair (called per bot loop):

@@ -84,6 +84,7 @@ class _PairSeries:
     theme: np.ndarray
     sentiment: np.ndarray
     trend_score: np.ndarray  # the trend component (time-series momentum)
+    trend_daily: np.ndarray  # the same from the last completed daily close (trend exits)
     vol_forecast: np.ndarray  # annualised EWMA volatility
     data_ok: np.ndarray
     regime_id: np.ndarray
@@ -265,9 +266,12 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         self.add_brain_columns(dataframe, pair)
         trend_days = max(2, round(parse_duration(self.learning.brain.trend_window)
                                   / timedelta(days=1)))
+        daily = self._frame(pair, "1d")
         dataframe["score_trend"] = trend_score(dataframe["date"], dataframe["close"],
-                                               self.timeframe, self._frame(pair, "1d"),
-                                               trend_days).to_numpy()
+                                               self.timeframe, daily, trend_days).to_numpy()
+        dataframe["trend_daily"] = trend_score(dataframe["date"], dataframe["close"],
+                                               self.timeframe, daily, trend_days,
+                                               daily_close=True).to_numpy()
         dataframe["vol_forecast"] = ewma_volatility(
             dataframe["close"], self.timeframe,
             pd.Timedelta(parse_duration(self.learning.sizing.vol_halflife))).to_numpy()
@@ -291,6 +295,7 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
             theme=dataframe["score_theme"].to_numpy(dtype="float64"),
             sentiment=dataframe["score_sentiment"].to_numpy(dtype="float64"),
             trend_score=dataframe["score_trend"].to_numpy(dtype="float64"),
+            trend_daily=dataframe["trend_daily"].to_numpy(dtype="float64"),
             vol_forecast=dataframe["vol_forecast"].to_numpy(dtype="float64"),
             data_ok=dataframe["data_ok"].to_numpy(dtype=bool),
             regime_id=dataframe["regime_id"].to_numpy(dtype="int64"),
@@ -580,7 +585,7 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         if plan.trend_exit:
             series = self._series.get(trade.pair)
             i = series.last_closed(now) if series else -1
-            if i >= 0 and series.trend_score[i] < 0:
+            if i >= 0 and series.trend_daily[i] < 0:
                 return "trend_exit"
         return None
 

@@ -43,17 +43,23 @@ def test_variants_table_holds_full_ablations_and_baselines_with_the_agreed_keys(
     by_name = {v.name: v for v in BV.VARIANTS}
     assert [v.name for v in BV.VARIANTS if v.kind == "full"] == ["full"]
     full = by_name["full"].config_overlay["advanced_learning"]
-    assert full == {"sizing": {"agent": "ppo"}, "router": {"enabled": True}}, "every tier on"
-    # Each ablation switches exactly one tier off relative to full.
+    assert full == {}, "full is the shipped configuration"
+    assert by_name["full"].freqaimodel is None
+    # Each ablation switches exactly one tier (or feature) off relative to full; with_* turn on
+    # what is off by default.
     for name, change in (("no_regime", {"regime": {"enabled": False}}),
                          ("no_bandit", {"bandit": {"enabled": False}}),
                          ("no_meta", {"meta": {"force_learner": "Balanced"}}),
-                         ("no_ppo", {"sizing": {"agent": "rule"}}),
-                         ("no_router", {"router": {"enabled": False}})):
+                         ("no_shadow", {"shadow": {"enabled": False}}),
+                         ("no_profiles", {"profiles": {"enabled": False}}),
+                         ("no_voltarget", {"sizing": {"vol_target": 0.0}}),
+                         ("with_ppo", {"sizing": {"agent": "ppo"}}),
+                         ("with_router", {"router": {"enabled": True}}),
+                         ("frozen", BV.FROZEN)):
         assert by_name[name].config_overlay == {"advanced_learning": BV.deep_merge(full, change)}
-    assert by_name["no_encoder"].freqaimodel == "LightGBMRegressor"
-    assert by_name["full"].freqaimodel == "TSAMAERegressor"
-    assert {"buy_and_hold", "sample_strategy", "freqai_lightgbm", "freqai_rl"} <= {
+    assert by_name["with_lightgbm"].freqaimodel == "LightGBMRegressor"
+    assert by_name["with_tsamae"].freqaimodel == "TSAMAERegressor"
+    assert {"buy_and_hold", "trend_rule", "sample_strategy", "freqai_lightgbm", "freqai_rl"} <= {
         v.name for v in BV.VARIANTS if v.kind == "baseline"}
     for v in BV.VARIANTS:
         for f in v.strategy_files:

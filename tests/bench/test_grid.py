@@ -84,7 +84,7 @@ def test_expand_orders_jobs_by_cell_with_full_first_and_unique_ids():
     jobs = G.expand([full, other], (0, 1), [G.Universe("u", PAIRS)],
                     [G.Period("a", RANGE), G.Period("b", "20250211-20250218")])
     assert len(jobs) == 8 and len({j.id for j in jobs}) == 8
-    assert jobs[0].id == "a.u.s0.full" and jobs[1].id == "a.u.s0.no_regime"
+    assert jobs[0].id == "a.u.s0.full" and jobs[1].id == f"a.u.s0.{other.name}"
     assert [j.cell for j in jobs[::2]] == ["a.u.s0", "a.u.s1", "b.u.s0", "b.u.s1"]
 
 

@@ -20,8 +20,9 @@ def test_plan_for_scales_barriers_with_volatility_and_clamps_the_stop():
     cfg = ProfileConfig()
     runner = cfg.profile("RUNNER")
     calm, wild = plan_for(runner, 0.01, cfg), plan_for(runner, 0.2, cfg)
-    assert calm.stop == pytest.approx(0.03) and calm.trail == pytest.approx(0.03)
-    assert wild.stop == cfg.max_stop and math.isinf(wild.take_profit) and wild.trend_exit
+    assert calm.stop == pytest.approx(0.03) and calm.trail == pytest.approx(0.04)
+    assert wild.stop == cfg.max_stop and wild.trail == cfg.max_trail
+    assert math.isinf(wild.take_profit) and wild.trend_exit
     assert plan_for(cfg.profile("SCALP"), 0.001, cfg).stop == cfg.min_stop
     assert plan_for(runner, float("nan"), cfg) is None
     swing = plan_for(cfg.profile("SWING"), 0.02, cfg)
