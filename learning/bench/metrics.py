@@ -100,11 +100,14 @@ def buy_and_hold(opens: Mapping[str, float], closes: pd.DataFrame, start_equity:
                  fee: float, start: pd.Timestamp) -> tuple[Book, dict[str, float]]:
     """Equal-weight buy-and-hold: the wallet split equally across pairs, bought at each pair's
     first open (``opens``) paying ``fee``, marked at every close, sold at the last close paying
-    ``fee`` (the last mark is after that exit fee). Returns the book and each pair's net PnL."""
+    ``fee`` (the last mark is after that exit fee). A pair with no close yet (NaN: its market
+    opened later) counts its share as cash. Returns the book and each pair's net PnL."""
     closes = closes.sort_index().ffill()
     share = start_equity / len(opens)
     amounts = {p: share / (1 + fee) / price for p, price in opens.items()}
-    value = sum(amounts[p] * closes[p].to_numpy(dtype="float64") for p in opens)
+    # A pair whose candles begin after the start holds its share in cash until its first close.
+    value = sum(np.where(np.isnan(c := closes[p].to_numpy(dtype="float64")), share,
+                         amounts[p] * c) for p in opens)
     value = np.asarray(value, dtype="float64")
     final = {p: amounts[p] * float(closes[p].iloc[-1]) for p in opens}
     exit_fees = sum(v * fee for v in final.values())

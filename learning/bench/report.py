@@ -105,6 +105,7 @@ def to_json(bench: BenchResult) -> dict[str, Any]:
         "data": {"datadir": str(s.datadir), "synthetic": bench.info.synthetic,
                  "pairs": list(s.pairs), "timeframe": s.timeframe, "timerange": s.timerange,
                  "data_first_candle": bench.info.first.isoformat(),
+                 "pair_first_candle": {p: t.isoformat() for p, t in bench.info.starts.items()},
                  "data_last_close": bench.info.last_close.isoformat()},
         "fee_per_side": s.fee, "wallet": s.wallet, "configs": [str(c) for c in s.configs],
         "quick": s.quick, "seed": s.seed, "regime_source": bench.regime_source,
@@ -277,9 +278,14 @@ def _data_line(bench: BenchResult) -> str:
     s = bench.spec
     kind = ("a SYNTHETIC market (prices are not real)" if bench.info.synthetic
             else "candles with no synthetic marker (real exchange data)")
+    start = pd.Timestamp(s.timerange[:8], tz="UTC") if s.timerange else None
+    late = bench.info.late_pairs(start) if start is not None else {}
+    joins = ("; " + ", ".join(f"{p} from {t:%Y-%m-%d}" for p, t in late.items())
+             + " (their candles begin later: traded, and bought by buy-and-hold, from then)"
+             if late else "")
     return (f"{kind} from `{s.datadir}`; pairs {', '.join(s.pairs)}; timeframe {s.timeframe}; "
-            f"range {s.timerange} (candles opening in [start, end), UTC); fee {s.fee:.2%} per "
-            f"side on entry and exit; starting wallet {s.wallet:g}")
+            f"range {s.timerange} (candles opening in [start, end), UTC){joins}; fee "
+            f"{s.fee:.2%} per side on entry and exit; starting wallet {s.wallet:g}")
 
 
 def summary_text(bench: BenchResult) -> str:

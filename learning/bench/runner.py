@@ -89,9 +89,15 @@ def parse_timerange(timerange: str) -> tuple[pd.Timestamp, pd.Timestamp]:
 
 @dataclass(frozen=True)
 class DataInfo:
-    first: pd.Timestamp  # first candle open common to all pairs
+    first: pd.Timestamp  # the earliest first candle open (a range needs one pair with data)
     last_close: pd.Timestamp  # last candle close common to all pairs
     synthetic: bool
+    starts: dict[str, pd.Timestamp] = field(default_factory=dict)  # first open per pair
+
+    def late_pairs(self, start: pd.Timestamp) -> dict[str, pd.Timestamp]:
+        """Pairs whose candles begin after ``start``: they trade (and buy-and-hold buys them)
+        only from their first candle; until then their share is cash."""
+        return {p: t for p, t in self.starts.items() if t > start}
 
 
 def data_info(datadir: Path, pairs: Sequence[str], timeframe: str) -> DataInfo:
@@ -104,10 +110,13 @@ def data_info(datadir: Path, pairs: Sequence[str], timeframe: str) -> DataInfo:
         raise DataError(f"{datadir} has no {timeframe} candles for {', '.join(missing)}; "
                         f"there: {there}")
     step = pd.Timedelta(minutes=timeframe_to_minutes(timeframe))
-    frames = [load_candles(datadir, p, timeframe) for p in pairs]
-    return DataInfo(max(f["date"].iloc[0] for f in frames),
-                    min(f["date"].iloc[-1] for f in frames) + step,
-                    read_marker(datadir) is not None)
+    frames = {p: load_candles(datadir, p, timeframe) for p in pairs}
+    # Years of history exist for some pairs only (BTC from 2021, SOL from 2024): a range may
+    # start before a pair's first candle, which then joins when its market opens.
+    return DataInfo(min(f["date"].iloc[0] for f in frames.values()),
+                    min(f["date"].iloc[-1] for f in frames.values()) + step,
+                    read_marker(datadir) is not None,
+                    {p: f["date"].iloc[0] for p, f in frames.items()})
 
 
 def startup_days(timeframe: str) -> int:
@@ -161,8 +170,8 @@ def train_days_needed(variants: Iterable[Variant], quick: bool) -> int:
 
 def closes_frame(datadir: Path, pairs: Sequence[str], timeframe: str, start: pd.Timestamp,
                  end: pd.Timestamp) -> tuple[pd.DataFrame, dict[str, float]]:
-    """Closes indexed by candle close time for candles opening in [start, end), and each
-    pair's first open (the buy-and-hold entry)."""
+    """Closes indexed by candle close time for candles opening in [start, end) (NaN before a
+    pair's first candle), and each pair's first open (the buy-and-hold entry)."""
     step = pd.Timedelta(minutes=timeframe_to_minutes(timeframe))
     cols, opens = {}, {}
     for pair in pairs:
@@ -173,7 +182,7 @@ def closes_frame(datadir: Path, pairs: Sequence[str], timeframe: str, start: pd.
         cols[pair] = pd.Series(df["close"].to_numpy(), index=df["date"] + step)
         opens[pair] = float(df["open"].iloc[0])
     grid = pd.date_range(start + step, end, freq=step)
-    return pd.DataFrame(cols).reindex(grid).ffill().bfill(), opens
+    return pd.DataFrame(cols).reindex(grid).ffill(), opens
 
 
 # ----------------------------------------------------------------------------------------------
