@@ -72,6 +72,8 @@ class Decision:
     risk_cut: bool = False
     expected: float | None = None  # the learner's learned mean trade return in the regime
     abstained: bool = False  # that mean was below brain.abstain_below: no entry
+    learned_real: int = 0  # learning events behind this decision, from real trades ...
+    learned_shadow: int = 0  # ... and from shadow outcomes (all tiers)
 
     def to_dict(self) -> dict[str, Any]:
         # Not dataclasses.asdict: its recursive deep copy was most of a decision's cost.
@@ -214,7 +216,9 @@ class Brain:
             take=bool(_finite(overall) and overall > threshold and not abstained),
             policy=policy, profile=profile, risk_cut=cut,
             expected=round(expected, 6) if expected is not None else None,
-            abstained=abstained)
+            abstained=abstained,
+            learned_real=sum(v.get("real", 0) for v in self.state.events.values()),
+            learned_shadow=sum(v.get("shadow", 0) for v in self.state.events.values()))
         self._decisions.append(decision.to_dict())
         return decision
 
