@@ -150,6 +150,7 @@ def _result_json(job: Job, res: R.VariantResult, elapsed: float) -> dict[str, An
             "command": res.command, "log": res.log, "metrics": res.metrics, "cost": res.cost,
             "freqtrade": res.freqtrade, "by_regime": res.by_regime, "exits": res.exits,
             "duplicate_of": res.duplicate_of, "elapsed_s": round(elapsed, 1),
+            "diagnostics": res.diagnostics,
             "host": socket.gethostname()}
 
 
@@ -241,7 +242,7 @@ def load_variant_result(folder: Path, job: Job, data: Mapping[str, Any]) -> R.Va
         cost={k: num(v) for k, v in (data.get("cost") or {}).items()},
         freqtrade=dict(data.get("freqtrade") or {}), by_regime=dict(data.get("by_regime") or {}),
         exits=dict(data.get("exits") or {}), duplicate_of=data.get("duplicate_of"),
-        cell=job.cell, job_id=job.id)
+        cell=job.cell, job_id=job.id, diagnostics=dict(data.get("diagnostics") or {}))
     if res.exits.get("median_hold_minutes") is None and res.exits:
         res.exits["median_hold_minutes"] = float("nan")
     eq = folder / EQUITY

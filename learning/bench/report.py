@@ -91,7 +91,7 @@ def to_json(bench: BenchResult) -> dict[str, Any]:
                  "strategy": v.strategy,
                  "description": v.description, "freqaimodel": v.freqaimodel,
                  "config_overlay": v.config_overlay, "status": r.status, "reason": r.reason,
-                 "notes": r.notes, "command": r.command,
+                 "notes": r.notes, "command": r.command, "diagnostics": r.diagnostics,
                  "command_line": shlex.join(r.command) if r.command else None, "log": r.log,
                  "metrics": r.metrics, "cost": r.cost, "freqtrade": r.freqtrade,
                  "returns_by_regime": r.by_regime, "exits": r.exits}
@@ -288,6 +288,33 @@ def _data_line(bench: BenchResult) -> str:
             f"{s.fee:.2%} per side on entry and exit; starting wallet {s.wallet:g}")
 
 
+def learning_table(bench: BenchResult) -> str:
+    """One row per AdvancedLearning job that kept learning state (see bench.diagnostics)."""
+    rows = []
+    for r in bench.results:
+        d = r.diagnostics
+        if not d:
+            continue
+        ev = d.get("learning_events", {})
+
+        def pair(tier: str, ev: dict = ev) -> str:
+            n = ev.get(tier) or {}
+            return f"{n.get('real', 0)} / {n.get('shadow', 0)}"
+
+        halts = d.get("halts", [])
+        rows.append(f"| `{_label(bench, r)}` | {pair('bandit')} | {pair('meta')} | "
+                    f"{pair('profiles')} | {pair('router')} | {d.get('shadow_unresolved', 0)} | "
+                    f"{100 * d.get('fallback_share', 0):.1f}% | "
+                    f"{100 * d.get('abstained_share', 0):.1f}% | {len(halts)}, "
+                    f"{sum(h['days'] for h in halts):.1f} d | "
+                    f"{'; '.join(d.get('errors', [])) or '-'} |")
+    if not rows:
+        return ""
+    head = ("| variant | bandit | meta | profiles | router | unresolved | fallback | abstained "
+            "| halts | errors |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    return head + "\n" + "\n".join(rows)
+
+
 def summary_text(bench: BenchResult) -> str:
     """A short block ready to paste into the README's performance section."""
     cmd = "ftlearn " + shlex.join(bench.argv) if bench.argv else "ftlearn bench"
@@ -336,6 +363,12 @@ def report_markdown(bench: BenchResult, images: list[str]) -> str:
            "stratified circular block bootstrap of daily returns (arch.bootstrap).", "",
            pairwise_table(bench), "",
            "## Results", "", results_table(bench), ""]
+    learning = learning_table(bench)
+    if learning:
+        out += ["## Learning and risk inside the runs", "", "Learning events per tier from "
+                "real trades / shadow outcomes (`ftlearn stats`), shadow outcomes dropped "
+                "unresolved at the end of the range, share of decisions that fell back to the "
+                "rules or abstained, and drawdown halts (count, days halted).", "", learning, ""]
     problems = [r for r in bench.results if r.status != "ok" or r.notes]
     if problems:
         out += ["## Status and notes", ""]

@@ -254,6 +254,7 @@ class VariantResult:
     cell: str = ""  # the grid cell (period.universe.seed) it belongs to
     job_id: str = ""
     models_dir: Path | None = None  # its FreqAI models folder (shared with later variants)
+    diagnostics: dict[str, Any] = field(default_factory=dict)  # halts, fallbacks, learning
 
 
 def asset_path(name: str) -> Path:
@@ -572,6 +573,11 @@ def _collect(res: VariantResult, result_dir: Path, v: Variant, spec: BenchSpec,
     pnl = trades["profit_abs"].to_numpy(dtype="float64") if len(trades) else np.array([])
     res.book, res.metrics = book, M.summarize(book, pnl, spec.seed)
     res.exits = M.exit_breakdown(trades)
+    if v.learning_section:
+        from learning.bench.diagnostics import diagnostics, notes
+
+        res.diagnostics = diagnostics(result_dir.parent / "user_data", trades, end)
+        res.notes += notes(res.diagnostics)
     res.freqtrade = {k: stats.get(k) for k in (
         "total_trades", "profit_total", "final_balance", "max_drawdown_account", "sharpe",
         "sortino", "calmar", "cagr", "winrate", "profit_factor", "backtest_start",

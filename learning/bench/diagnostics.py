@@ -1,0 +1,93 @@
+"""What a benchmarked AdvancedLearning run did inside: risk halts, fallbacks, learning events.
+
+Read from the run's own state folder (``risk.json``, ``brain.json``) and its trades after the
+backtest, so the report can say when and for how long a variant was halted, how much each tier
+learned from real trades and from shadow outcomes, and when a fallback happened on every
+decision (that is a broken configuration, reported as an error, not a log line).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+#: A fallback on at least this share of at least MIN_DECISIONS decisions is an error.
+ALWAYS = 0.999
+MIN_DECISIONS = 10
+
+
+def _doc(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())["data"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def halts(risk: dict[str, Any] | None, end: pd.Timestamp) -> list[dict[str, Any]]:
+    """Drawdown halts as (start, end or None while still halted at ``end``, days)."""
+    out: list[dict[str, Any]] = []
+    for ev in (risk or {}).get("events", []):
+        t = pd.Timestamp(ev["time"])
+        if ev["kind"] == "max_drawdown":
+            out.append({"start": t.isoformat(), "end": None})
+        elif ev["kind"] in ("drawdown_reset", "drawdown_cool_off") and out and \
+                out[-1]["end"] is None:
+            out[-1]["end"] = t.isoformat()
+    for h in out:
+        stop = pd.Timestamp(h["end"]) if h["end"] else end
+        h["days"] = round((stop - pd.Timestamp(h["start"])) / pd.Timedelta(days=1), 2)
+        h["until_end"] = h["end"] is None
+    return out
+
+
+def diagnostics(user_data: Path, trades: pd.DataFrame | None, end: pd.Timestamp,
+                identifier: str = "default") -> dict[str, Any]:
+    """Halts, fallback shares, learning events and errors of one run (empty when the run kept
+    no AdvancedLearning state, e.g. a baseline strategy)."""
+    root = user_data / "learning" / identifier / "backtest"
+    risk, brain = _doc(root / "risk.json"), _doc(root / "brain.json")
+    if risk is None and brain is None:
+        return {}
+    out: dict[str, Any] = {"halts": halts(risk, end), "errors": []}
+    if brain is not None:
+        state = brain.get("brain", {})
+        out["learning_events"] = state.get("events", {})
+        out["shadow_unresolved"] = state.get("shadow_unresolved", 0)
+        decisions = state.get("decisions", [])
+        if decisions:
+            modes = pd.Series([d.get("mode") for d in decisions])
+            out["decisions_logged"] = len(decisions)
+            out["fallback_share"] = round(float((modes == "fallback").mean()), 4)
+            out["abstained_share"] = round(float(pd.Series(
+                [bool(d.get("abstained")) for d in decisions]).mean()), 4)
+            if len(decisions) >= MIN_DECISIONS and out["fallback_share"] >= ALWAYS:
+                out["errors"].append("every logged decision fell back to the rules")
+    if trades is not None and len(trades) and "custom_data" in trades:
+        sources = []
+        for raw in trades["custom_data"]:
+            try:
+                data = json.loads(raw) if isinstance(raw, str) else (raw or {})
+            except ValueError:
+                data = {}
+            sizing = data.get("sizing") if isinstance(data, dict) else None
+            if isinstance(sizing, dict):
+                sources.append(sizing.get("source"))
+        if sources:
+            rule = sum(1 for s in sources if s == "rule") / len(sources)
+            out["agent_rule_share"] = round(rule, 4)
+            if len(sources) >= MIN_DECISIONS and rule >= ALWAYS:
+                out["errors"].append("the Tier 3 agents fell back to rule sizing on every entry")
+    return out
+
+
+def notes(diag: dict[str, Any]) -> list[str]:
+    """Lines for the report's "Status and notes"."""
+    lines = [f"ERROR: {e}" for e in diag.get("errors", [])]
+    for h in diag.get("halts", []):
+        lines.append(f"drawdown halt from {h['start'][:16]} "
+                     + (f"until the end of the range ({h['days']:.1f} days)" if h["until_end"]
+                        else f"to {h['end'][:16]} ({h['days']:.1f} days)"))
+    return lines
