@@ -1,9 +1,9 @@
 """What a benchmarked AdvancedLearning run did inside: risk halts, fallbacks, learning events.
 
-Read from the run's own state folder (``risk.json``, ``brain.json``) and its trades after the
-backtest, so the report can say when and for how long a variant was halted, how much each tier
-learned from real trades and from shadow outcomes, and when a fallback happened on every
-decision (that is a broken configuration, reported as an error, not a log line).
+Read from the run's own state folder (``risk.json``, ``brain.json``) after the backtest, so the
+report can say when and for how long a variant was halted, how much each tier learned from real
+trades and from shadow outcomes, and when a fallback happened on every decision (that is a
+broken configuration, reported as an error, not a log line).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def halts(risk: dict[str, Any] | None, end: pd.Timestamp) -> list[dict[str, Any]
     return out
 
 
-def diagnostics(user_data: Path, trades: pd.DataFrame | None, end: pd.Timestamp,
+def diagnostics(user_data: Path, end: pd.Timestamp,
                 identifier: str = "default") -> dict[str, Any]:
     """Halts, fallback shares, learning events and errors of one run (empty when the run kept
     no AdvancedLearning state, e.g. a baseline strategy)."""
@@ -65,20 +65,11 @@ def diagnostics(user_data: Path, trades: pd.DataFrame | None, end: pd.Timestamp,
                 [bool(d.get("abstained")) for d in decisions]).mean()), 4)
             if len(decisions) >= MIN_DECISIONS and out["fallback_share"] >= ALWAYS:
                 out["errors"].append("every logged decision fell back to the rules")
-    if trades is not None and len(trades) and "custom_data" in trades:
-        sources = []
-        for raw in trades["custom_data"]:
-            try:
-                data = json.loads(raw) if isinstance(raw, str) else (raw or {})
-            except ValueError:
-                data = {}
-            sizing = data.get("sizing") if isinstance(data, dict) else None
-            if isinstance(sizing, dict):
-                sources.append(sizing.get("source"))
-        if sources:
-            rule = sum(1 for s in sources if s == "rule") / len(sources)
-            out["agent_rule_share"] = round(rule, 4)
-            if len(sources) >= MIN_DECISIONS and rule >= ALWAYS:
+        sizing = state.get("events", {}).get("sizing") or {}
+        total = sizing.get("agent", 0) + sizing.get("rule", 0)
+        if total:
+            out["agent_rule_share"] = round(sizing.get("rule", 0) / total, 4)
+            if total >= MIN_DECISIONS and out["agent_rule_share"] >= ALWAYS:
                 out["errors"].append("the Tier 3 agents fell back to rule sizing on every entry")
     return out
 

@@ -576,7 +576,7 @@ def _collect(res: VariantResult, result_dir: Path, v: Variant, spec: BenchSpec,
     if v.learning_section:
         from learning.bench.diagnostics import diagnostics, notes
 
-        res.diagnostics = diagnostics(result_dir.parent / "user_data", trades, end)
+        res.diagnostics = diagnostics(result_dir.parent / "user_data", end)
         res.notes += notes(res.diagnostics)
     res.freqtrade = {k: stats.get(k) for k in (
         "total_trades", "profit_total", "final_balance", "max_drawdown_account", "sharpe",

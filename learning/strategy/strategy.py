@@ -468,6 +468,8 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
             params = self.size_with_agent(pair, current_time, equity, allowance,
                                           decision.learner, decision.scores, decision.policy)
             if params is not None:
+                # counted, so a fallback on every entry shows (ftlearn stats, bench report)
+                self.brain.count("sizing", "rule" if params["source"] == "rule" else "agent")
                 desired = min(proposed_stake, params["stake"])
                 self._pending_sizing[pair] = params
         verdict = self.guard.check_stake(current_time, equity, min(desired, room),

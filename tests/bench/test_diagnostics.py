@@ -23,7 +23,7 @@ def test_halts_with_and_without_an_end_are_reported_with_their_length(tmp_path):
         {"time": "2025-01-01T00:00:00+00:00", "kind": "max_drawdown"},
         {"time": "2025-01-31T00:00:00+00:00", "kind": "drawdown_cool_off"},
         {"time": "2025-02-15T00:00:00+00:00", "kind": "max_drawdown"}], [])
-    d = diagnostics(tmp_path, None, END)
+    d = diagnostics(tmp_path, END)
     assert [(h["days"], h["until_end"]) for h in d["halts"]] == [(30.0, False), (14.0, True)]
     assert any("until the end of the range (14.0 days)" in n for n in notes(d))
     assert d["shadow_unresolved"] == 7
@@ -32,19 +32,18 @@ def test_halts_with_and_without_an_end_are_reported_with_their_length(tmp_path):
 def test_fallback_on_every_decision_is_an_error(tmp_path):
     write_state(tmp_path, [], [{"mode": "fallback"}] * 12,
                 {"meta": {"real": 3, "shadow": 300}})
-    d = diagnostics(tmp_path, None, END)
+    d = diagnostics(tmp_path, END)
     assert d["fallback_share"] == 1.0 and d["errors"]
     assert notes(d)[0].startswith("ERROR: every logged decision fell back")
     assert d["learning_events"]["meta"] == {"real": 3, "shadow": 300}
 
 
 def test_agents_sizing_by_rule_on_every_entry_is_an_error(tmp_path):
-    write_state(tmp_path, [], [{"mode": "learned"}] * 12)
-    trades = pd.DataFrame({"custom_data": [json.dumps({"sizing": {"source": "rule"}})] * 10})
-    d = diagnostics(tmp_path, trades, END)
+    write_state(tmp_path, [], [{"mode": "learned"}] * 12, {"sizing": {"agent": 0, "rule": 40}})
+    d = diagnostics(tmp_path, END)
     assert d["agent_rule_share"] == 1.0
     assert "the Tier 3 agents fell back to rule sizing on every entry" in d["errors"]
 
 
 def test_a_baseline_without_learning_state_has_no_diagnostics(tmp_path):
-    assert diagnostics(tmp_path, None, END) == {}
+    assert diagnostics(tmp_path, END) == {}
