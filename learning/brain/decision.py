@@ -49,6 +49,7 @@ SCHEMA_VERSION = 1
 FALLBACK_LEARNER = "Balanced"
 COMPONENTS = ("technical", "ai", "theme", "sentiment", "trend")
 TIERS = ("bandit", "meta", "profiles", "router")
+POOLED = "ALL"  # the learning key of every regime when per-regime learning is off
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,12 @@ class Brain:
     def fallback(self, drawdown: float | None) -> bool:
         return drawdown is not None and drawdown > self.config.brain.fallback_drawdown
 
+    def learning_key(self, regime: str) -> str:
+        """The regime under which the tiers keep their posteriors: the regime itself, or one
+        pooled key with ``regime.per_regime_learning = false`` (the regime still decides
+        CRISIS = cash and the cautious start; only the evidence is shared across regimes)."""
+        return regime if self.config.regime.per_regime_learning else POOLED
+
     # ------------------------------------------------------------------ decisions
     def _cautious(self, regime: str) -> bool:
         """UNKNOWN because the detector has too little history (not because it is switched off,
@@ -167,6 +174,7 @@ class Brain:
         """Decide whether to enter ``pair`` now. Never raises on bad scores: a component whose
         score is not finite is left out, and with none left the decision is "skip"."""
         regime = regime if self.config.regime.enabled else Regime.UNKNOWN.value
+        key = self.learning_key(regime)
         scores = {c: (float(scores[c]) if _finite(scores.get(c)) else None) for c in COMPONENTS}
         if force_fallback or self.fallback(drawdown):
             learner, mode = FALLBACK_LEARNER, "fallback"
@@ -181,12 +189,12 @@ class Brain:
                               key=lambda n: self.meta.profile(n).risk_tolerance)
             else:
                 mode = "learned"
-                learner = self.meta.select(regime, self.rng, now).learner
+                learner = self.meta.select(key, self.rng, now).learner
             available = available_components(scores, COMPONENTS)
             if not available:
                 weights = {}
             elif self.config.bandit.enabled:
-                weights = self.meta.bandit(learner).sample_weights(regime, self.rng, available)
+                weights = self.meta.bandit(learner).sample_weights(key, self.rng, available)
             else:
                 weights = {c: 1.0 / len(available) for c in available}
             tolerance = self.meta.profile(learner).risk_tolerance
@@ -200,10 +208,10 @@ class Brain:
         profile = ""
         if self.config.profiles.enabled:
             profile = (self.config.profiles.rule_profile if mode == "fallback"
-                       else self.profiles.best(regime))
+                       else self.profiles.best(key))
         expected, abstained = None, False
         if mode == "learned":
-            expected, evidence = self.meta.expected_return(regime, learner)
+            expected, evidence = self.meta.expected_return(key, learner)
             gate = self.config.brain.abstain_below
             abstained = (gate > -1.0 and evidence >= self.config.brain.abstain_evidence
                          and expected < gate)
@@ -229,7 +237,8 @@ class Brain:
         Nothing is logged or learned; the draws come from ``rng`` (the caller seeds it per pair
         and candle). Thresholds as in :meth:`decide`, without the circuit breakers (shadow
         trades measure the learner, not the account)."""
-        regime = regime if self.config.regime.enabled else Regime.UNKNOWN.value
+        regime = self.learning_key(regime if self.config.regime.enabled
+                                   else Regime.UNKNOWN.value)
         available = available_components(scores, COMPONENTS)
         if not available:
             return False, float("nan"), ""
@@ -259,11 +268,12 @@ class Brain:
         if not _finite(res.ret):
             return done
         kind, _, name = trade.track.partition(":")
+        regime = self.learning_key(trade.regime)
         if kind == "probe":
             # Tier 1: an entry at every evaluated candle, taken or not: whether each
             # component's sign called the move, without the selection bias of taken trades.
             if self.config.meta.learn:
-                credited = [self.meta.bandit(n).update(trade.regime, trade.scores, res.ret, w)
+                credited = [self.meta.bandit(n).update(regime, trade.scores, res.ret, w)
                             for n in self.meta.learner_names]
                 if any(credited):
                     self.count("bandit", "shadow")
@@ -271,7 +281,7 @@ class Brain:
             return done
         if kind == "learner" and outcome.chosen and name in self.meta.learner_names:
             # Tier 4: how this learner's own decisions would have paid.
-            upd = self.meta.record_outcome(name, trade.regime, trade.scores, res.ret,
+            upd = self.meta.record_outcome(name, regime, trade.scores, res.ret,
                                            weight=w, bandits=False)
             if upd.get("meta"):
                 self.count("meta", "shadow")
@@ -284,7 +294,7 @@ class Brain:
                 self._seen_profile_set.discard(self._seen_profile_keys[0])
             self._seen_profile_keys.append(key)
             self._seen_profile_set.add(key)
-            if self.profiles.record(trade.regime, outcome.profile, res.ret, w, shadow=True):
+            if self.profiles.record(regime, outcome.profile, res.ret, w, shadow=True):
                 self.count("profiles", "shadow")
                 done["profile"] = True
         return done
@@ -304,19 +314,20 @@ class Brain:
         if decision is None:
             self.state.unattributed_trades += 1
         self.regime_perf.record_trade(regime, profit_ratio)
+        key = self.learning_key(regime)
         cut = self.risk_cut()
         updated: dict[str, Any] = {}
         # Fallback trades were not the learners' choice: they teach the bandits (the component
         # signs still agreed or not) but not the meta-policy. Learning never pauses.
         if decision is not None:
-            updated = self.meta.record_outcome(learner if mode == "learned" else None, regime,
+            updated = self.meta.record_outcome(learner if mode == "learned" else None, key,
                                                scores, profit_ratio, now)
             if updated.get("meta"):
                 self.count("meta", "real")
             if any(updated.get("bandits", {}).values()):
                 self.count("bandit", "real")
             profile = decision.get("profile")
-            if profile and self.profiles.record(regime, profile, profit_ratio):
+            if profile and self.profiles.record(key, profile, profit_ratio):
                 self.count("profiles", "real")
         self._outcomes.append({"time": now.isoformat(), "pair": pair, "learner": learner,
                                "regime": regime, "mode": mode, "profit_ratio": profit_ratio,

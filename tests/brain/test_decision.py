@@ -116,3 +116,15 @@ def test_state_round_trip_reproduces_the_next_decisions():
         da = a.decide(later, "SOL/USDT", STRONG, "CHOPPY", 0.5, 0.0, 0.3)
         db = b.decide(later, "SOL/USDT", STRONG, "CHOPPY", 0.5, 0.0, 0.3)
         assert da == db
+
+
+def test_pooled_learning_shares_one_posterior_across_regimes():
+    b = brain(regime={"per_regime_learning": False}, meta={"force_learner": "Balanced"})
+    d = b.decide(T0, "BTC/USDT", STRONG, "BULL_MOMENTUM", 0.9, 0.0, 0.3).to_dict()
+    assert d["regime"] == "BULL_MOMENTUM", "the decision still names the regime"
+    b.record_close(T0 + timedelta(hours=5), "BTC/USDT", d, 0.04)
+    assert set(b.meta.state.arms) == {"ALL"}
+    expected, evidence = b.meta.expected_return("ALL", "Balanced")
+    assert expected > 0 and evidence == 1.0
+    later = b.decide(T0 + timedelta(hours=6), "BTC/USDT", STRONG, "CHOPPY", 0.9, 0.0, 0.3)
+    assert later.expected == round(expected, 6), "CHOPPY decides on the pooled evidence"
