@@ -80,7 +80,8 @@ FULL_LEARNING: dict[str, Any] = {}
 AGENT_TRAIN_DAYS = 60
 #: "frozen": learning off, every tier on its priors (uniform weights, the rule profile).
 FROZEN = {"meta": {"learn": False}, "bandit": {"params": {"learn": False}},
-          "profiles": {"learn": False}, "shadow": {"enabled": False}}
+          "profiles": {"learn": False}, "shadow": {"enabled": False},
+          "router": {"enabled": False}}  # a router on its priors is a fixed 90/10 split
 
 
 QUICK_LGBM = {"train_period_days": 7, "backtest_period_days": 7,
@@ -94,9 +95,8 @@ VARIANTS: tuple[Variant, ...] = (
         "shadow feedback off: the tiers learn from real trades only", **NO_FREQAI),
     _al("no_regime", {"regime": {"enabled": False}}, "regime detector off (every candle UNKNOWN)",
         **NO_FREQAI),
-    _al("pooled", {"regime": {"per_regime_learning": False}},
-        "regimes kept for CRISIS = cash, but every tier pools its evidence across regimes",
-        **NO_FREQAI),
+    _al("per_regime", {"regime": {"per_regime_learning": True}},
+        "every tier keeps separate posteriors per regime (pooled by default)", **NO_FREQAI),
     _al("slow_meta", {"meta": {"discount": 0.995}},
         "the meta-learner forgets 30x slower (memory of ~200 trades' worth of evidence)",
         default=False, **NO_FREQAI),
@@ -113,8 +113,8 @@ VARIANTS: tuple[Variant, ...] = (
         "trend component left out of the weighted score", **NO_FREQAI),
     _al("with_ppo", {"sizing": {"agent": "ppo"}},
         "the Tier 3 PPO trade-parameter agents size and exit (off by default)", **NO_FREQAI),
-    _al("with_router", {"router": {"enabled": True}},
-        "the policy router (rule vs brain) decides each entry (off by default)", **NO_FREQAI),
+    _al("no_router", {"router": {"enabled": False}},
+        "policy router off: the learned brain decides every entry", **NO_FREQAI),
     _al("with_tsamae", {}, "the TSA-MAE FreqAI model as the ai component (slow: it trains in "
         "every walk-forward window)", default=False),
     _al("with_lightgbm", {}, "LightGBMRegressor on the strategy's features as the ai component",

@@ -29,8 +29,9 @@ class RegimeSettings:
 
     enabled: bool = _f(True, "Detect regimes; false: every candle is UNKNOWN (an ablation).")
     btc_pair: str = _f("BTC/USDT", "The market factor: regime and sentiment are read from it.")
-    per_regime_learning: bool = _f(True, "The tiers keep separate posteriors per regime; false: "
-                                   "one posterior pooled over every regime (the regime still "
+    per_regime_learning: bool = _f(False, "The tiers keep separate posteriors per regime; "
+                                   "false (the default, chosen on the validation bench): one "
+                                   "posterior pooled over every regime (the regime still "
                                    "decides CRISIS = cash).")
     detector: RegimeConfig = _f(_regime_defaults(), "Detector parameters (RegimeConfig); defaults "
                                 "suit 1h candles and a two-week fit window.")

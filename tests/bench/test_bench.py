@@ -54,7 +54,8 @@ def test_variants_table_holds_full_ablations_and_baselines_with_the_agreed_keys(
                          ("no_profiles", {"profiles": {"enabled": False}}),
                          ("no_voltarget", {"sizing": {"vol_target": 0.0}}),
                          ("with_ppo", {"sizing": {"agent": "ppo"}}),
-                         ("with_router", {"router": {"enabled": True}}),
+                         ("no_router", {"router": {"enabled": False}}),
+                         ("per_regime", {"regime": {"per_regime_learning": True}}),
                          ("frozen", BV.FROZEN)):
         assert by_name[name].config_overlay == {"advanced_learning": BV.deep_merge(full, change)}
     assert by_name["with_lightgbm"].freqaimodel == "LightGBMRegressor"

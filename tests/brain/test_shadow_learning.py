@@ -67,12 +67,13 @@ def run(days: int, shadow: bool, seed: int = 5, pairs: int = 4) -> Brain:
 
 
 def theme_interval(brain: Brain) -> tuple[float, float, float]:
-    return brain.meta.bandit("Balanced").intervals(REGIME)["theme"]
+    return brain.meta.bandit("Balanced").intervals(brain.learning_key(REGIME))["theme"]
 
 
 def theme_weight(brain: Brain) -> float:
-    return min(brain.meta.bandit(n).mean_weights(REGIME, ["technical", "theme", "sentiment",
-                                                          "trend"])["theme"]
+    key = brain.learning_key(REGIME)
+    return min(brain.meta.bandit(n).mean_weights(key, ["technical", "theme", "sentiment",
+                                                       "trend"])["theme"]
                for n in brain.meta.learner_names)
 
 
