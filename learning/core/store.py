@@ -182,8 +182,13 @@ class StateStore:
         return self.load_json_checked(name, schema=schema, accept=accept).data
 
     def load_json_checked(self, name: str, *, schema: int,
-                          accept: Callable[[Mapping[str, Any]], bool] | None = None) -> Loaded:
-        """Like :meth:`load_json`, and says which file was used and what was wrong."""
+                          accept: Callable[[Mapping[str, Any]], bool] | None = None,
+                          check: Callable[[Any], Any] | None = None) -> Loaded:
+        """Like :meth:`load_json`, and says which file was used and what was wrong.
+
+        ``check(data)`` may raise :class:`StateError` for content the caller cannot use (e.g. a
+        non-finite equity); such a file is treated as corrupt, like one that does not parse.
+        """
         path = self.path(name)
         prev = path.with_name(path.name + ".prev")
         problems: list[str] = []
@@ -191,7 +196,7 @@ class StateStore:
             if not path.exists() and prev.exists():
                 problems.append(f"{path.name} is missing but {prev.name} exists")
             for candidate in (path, prev):
-                doc = self._read_doc(candidate, schema, problems)
+                doc = self._read_doc(candidate, schema, problems, check)
                 if doc is None:
                     continue
                 if accept is not None and not accept(doc.get("meta", {})):
@@ -212,8 +217,8 @@ class StateStore:
         except (OSError, ValueError, AttributeError):
             return None
 
-    def _read_doc(self, path: Path, schema: int,
-                  problems: list[str] | None = None) -> dict[str, Any] | None:
+    def _read_doc(self, path: Path, schema: int, problems: list[str] | None = None,
+                  check: Callable[[Any], Any] | None = None) -> dict[str, Any] | None:
         if not path.exists():
             return None
         try:
@@ -226,6 +231,12 @@ class StateStore:
         if doc.get("schema") != schema:
             self._bad(path, f"schema version {doc.get('schema')!r}, expected {schema}", problems)
             return None
+        if check is not None:
+            try:
+                check(doc["data"])
+            except StateError as err:
+                self._bad(path, f"invalid ({err})", problems)
+                return None
         return doc
 
     def _bad(self, path: Path, why: str, problems: list[str] | None) -> None:
