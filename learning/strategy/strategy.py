@@ -231,18 +231,16 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
             return
         self._save_risk(now)
 
-    def _save_risk(self, now: datetime | None) -> bool:
+    def _save_risk(self, now: datetime | None) -> None:
         if not self._persist:
-            return False
+            return
         try:
             self.store.save_json(RISK_STATE_NAME, self.guard.state.to_state(),
                                  schema=RISK_SCHEMA, meta={"runmode": self._namespace,
                                                            "data_end": now or self._equity_time})
             self._dirty, self._last_save = False, now or self._last_save
-            return True
         except Exception as err:  # never break trading on a failed write; say so loudly
             logger.error("AdvancedLearning: could not save risk state: %s", err)
-            return False
 
     # ------------------------------------------------------------------ indicators
     def populate_indicators(self, dataframe: pd.DataFrame, metadata: dict) -> pd.DataFrame:
