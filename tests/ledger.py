@@ -39,7 +39,8 @@ def fills_from_trades(trades: pd.DataFrame) -> list[Fill]:
 
 def equity_curve(trades: pd.DataFrame, datadir, pairs, timeframe: str, start: float,
                  fee: float, first: pd.Timestamp, last: pd.Timestamp) -> pd.Series:
-    """Equity at every candle close time in [first, last] (index = close time).
+    """Equity at every candle close time in [first, last] (index = close time), open positions
+    at their liquidation value.
 
     A fill at candle open time t happens before the mark at close time t + tf.
     """
@@ -63,7 +64,11 @@ def equity_curve(trades: pd.DataFrame, datadir, pairs, timeframe: str, start: fl
         else:
             cash[k:] += cost * (1 - fee)
             held[f.pair][k:] -= f.amount
-    value = sum(held[p] * closes[p].reindex(index).ffill().to_numpy() for p in pairs)
+    # Open positions at what selling them would bring (close less the exit fee), as freqtrade's
+    # calc_profit and so the risk guard count unrealized PnL: valued without the fee, a peak
+    # holding a position sits ~0.1% of it higher than the guard's, enough to move a tight
+    # drawdown limit's breach by a candle.
+    value = sum(held[p] * closes[p].reindex(index).ffill().to_numpy() for p in pairs) * (1 - fee)
     return pd.Series(start + cash + value, index=index)
 
 

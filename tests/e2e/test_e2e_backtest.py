@@ -135,7 +135,9 @@ def test_backtest_with_tight_drawdown_limit_flattens_and_halts(exchange, real_da
         "risk": {"max_drawdown_pct": limit, "max_daily_loss_pct": 0.9}})
     peak = curve.cummax()
     dd = (peak - curve) / peak
-    hit = dd[dd >= limit + 0.0002]
+    # The ledger values open positions as the guard does (liquidation value, marked at the last
+    # close), so the two agree to rounding: a breach is the first candle 0.005% past the limit.
+    hit = dd[dd >= limit + 0.00005]
     assert len(hit), "the drawdown limit must be reached for this test to mean much"
     when = hit.index[0]
     fills = fills_from_trades(trades)
