@@ -11,7 +11,7 @@ export ADVL_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)/*.feather),$(SHARED_DATA)
 # torch first, from the pinned CPU build, so nothing pulls a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: venv demo test test-fast lint bench clean-state
+.PHONY: venv demo test test-fast lint bench soak clean-state
 
 $(BIN)/ftlearn: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -37,6 +37,10 @@ lint: venv
 
 bench: venv
 	$(BIN)/ftlearn bench
+
+# An hour of dry-run on the local exchange with three SIGKILL restarts (not part of CI).
+soak: venv
+	$(BIN)/python benchmarks/soak.py --minutes 60 --kills 3
 
 clean-state:
 	rm -rf user_data/learning user_data/backtest_results user_data/models

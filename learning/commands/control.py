@@ -1,15 +1,19 @@
 """``ftlearn status | halt | resume``: inspect the risk guard and the learned state, and control a
-running bot (the strategy re-reads ``control.json`` on its next loop, about every 5 seconds)."""
+running bot. ``halt`` and ``resume`` append a command to the run's command log and wait until the
+bot acknowledges it (``learning.core.control``); ``status``, ``stats`` and ``report`` only read.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from datetime import UTC, datetime
 
 from learning.brain.decision import SCHEMA_VERSION as BRAIN_SCHEMA
 from learning.brain.decision import Brain
-from learning.core.control import halt, read_control, resume
+from learning.core.control import Command, append_command, find_ack, read_acks, read_commands
+from learning.core.errors import StateError
 from learning.core.ftconfig import load_ft_config, runmode_of, store_for
 from learning.core.risk import SCHEMA_VERSION as RISK_SCHEMA
 from learning.core.risk import RiskGuard, RiskState
@@ -21,8 +25,19 @@ from learning.strategy.strategy import RISK_STATE_NAME
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", action="append", default=None,
                    help="freqtrade config file(s), merged left to right (default: config.json)")
+    p.add_argument("--userdir", "--user-data-dir", dest="userdir", default=None,
+                   help="user_data folder, as freqtrade's --userdir (default: the config's "
+                   "user_data_dir, relative to the current folder)")
     p.add_argument("--runmode", choices=("dry_run", "live", "backtest"), default=None,
                    help="which run's state (default: from the config's dry_run flag)")
+
+
+def _control_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-wait", action="store_true",
+                   help="do not wait for the running bot to acknowledge the command")
+    p.add_argument("--timeout", type=float, default=20.0,
+                   help="seconds to wait for the acknowledgement (default: %(default)s; the bot "
+                   "applies commands once per loop, every process_throttle_secs)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,20 +68,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("halt", help="stop new entries and adds of a running bot")
     _common(p)
     p.add_argument("--reason", default="manual halt", help="shown in status and logs")
+    _control_args(p)
     p.set_defaults(func=cmd_halt)
 
     p = subparsers.add_parser("resume", help="lift a manual halt")
     _common(p)
     p.add_argument("--reset-drawdown", action="store_true",
                    help="also lift a max-drawdown halt (the peak restarts from current equity)")
+    _control_args(p)
     p.set_defaults(func=cmd_resume)
 
 
-def _context(args: argparse.Namespace):
+def _context(args: argparse.Namespace, read_only: bool = True):
     ft = load_ft_config(args.config or ["config.json"])
     cfg = load_learning_config(ft)
     runmode = runmode_of(ft, args.runmode)
-    return ft, cfg, runmode, store_for(ft, runmode, cfg)
+    return ft, cfg, runmode, store_for(ft, runmode, cfg, userdir=getattr(args, "userdir", None),
+                                       read_only=read_only)
 
 
 def load_brain(cfg, store) -> Brain | None:
@@ -76,19 +94,25 @@ def load_brain(cfg, store) -> Brain | None:
 
 def status_dict(args: argparse.Namespace) -> dict:
     _, cfg, runmode, store = _context(args)
-    data = store.load_json(RISK_STATE_NAME, schema=RISK_SCHEMA)
-    guard = RiskGuard(cfg.risk, RiskState.from_state(data) if data else None)
-    control = read_control(store)
+    loaded = store.load_json_checked(RISK_STATE_NAME, schema=RISK_SCHEMA,
+                                     check=RiskState.from_state)
+    problems = list(loaded.problems)
+    guard = RiskGuard(cfg.risk, RiskState.from_state(loaded.data) if loaded.data else None)
     brain = load_brain(cfg, store)
     risk = guard.status(datetime.now(UTC))
     breakers = brain.report(risk["drawdown"])["circuit_breakers"] if brain else None
+    commands = read_commands(store.root)
+    pending = [c.command for c in commands[guard.state.control_seen:] if c is not None]
+    acks = read_acks(store)
     return {
         "circuit_breakers": breakers,
         "identifier": cfg.identifier, "runmode": runmode, "state_dir": str(store.root),
-        "state_found": data is not None,
+        "state_found": loaded.data is not None,
+        "state_file": str(loaded.source) if loaded.source else None,
+        "state_problems": problems,
         "risk": risk,
-        "control": {"halted": control.halted, "reason": control.reason,
-                    "reset_token": control.reset_token, "updated_at": control.updated_at},
+        "control": {"commands": len(commands), "pending": pending,
+                    "last_applied": acks[-1] if acks else None},
     }
 
 
@@ -110,6 +134,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     table.add_column("value")
     if not info["state_found"]:
         table.add_row("state", f"none yet in {info['state_dir']}")
+    for problem in info["state_problems"]:
+        table.add_row("STATE PROBLEM", problem)
+    if info["state_problems"] and info["state_file"]:
+        table.add_row("state shown from", info["state_file"])
     rows = [
         ("equity", "-" if r["equity"] is None else f"{r['equity']:.2f}"),
         ("peak equity", "-" if r["peak_equity"] is None else f"{r['peak_equity']:.2f}"),
@@ -118,9 +146,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         ("position cap", _pct(r["limits"]["max_position_pct"]) + " of equity"),
         ("daily-loss halt", "YES" if r["daily_halt"] else "no"),
         ("drawdown halt", f"YES since {r['drawdown_halt_since']}" if r["drawdown_halt"] else "no"),
-        ("manual halt (guard)", r["manual_halt_reason"] if r["manual_halt"] else "no"),
-        ("manual halt (requested)", info["control"]["reason"] if info["control"]["halted"]
-         else "no"),
+        ("manual halt", r["manual_halt_reason"] if r["manual_halt"] else "no"),
+        ("commands not yet applied", ", ".join(info["control"]["pending"]) or "none"),
         ("last update", str(r["last_update"])),
     ]
     for row in rows:
@@ -286,17 +313,53 @@ def cmd_config_reference(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_halt(args: argparse.Namespace) -> int:
+def _send(args: argparse.Namespace, command: Command) -> tuple[dict | None, str]:
+    """Append ``command`` and wait for the bot's acknowledgement (None with ``--no-wait``)."""
     _, cfg, runmode, store = _context(args)
-    halt(store, args.reason, datetime.now(UTC))
-    print(f"halt requested for {cfg.identifier}/{runmode} ({args.reason}); a running bot applies "
-          "it on its next loop")
+    if not store.root.is_dir():
+        raise StateError(
+            f"no state folder {store.root}: no AdvancedLearning bot has run with this config "
+            f"({cfg.identifier}/{runmode}) and user_data_dir. Check --config/--userdir (a "
+            "relative user_data_dir is taken from the current folder, as freqtrade does); "
+            "nothing was sent")
+    append_command(store.root, command)
+    where = f"{cfg.identifier}/{runmode} ({store.root})"
+    if args.no_wait:
+        return None, where
+    deadline = time.monotonic() + args.timeout
+    while True:
+        ack = find_ack(store, command.id)
+        if ack is not None:
+            return ack, where
+        if time.monotonic() >= deadline:
+            raise StateError(
+                f"{command.command} {command.id[:8]} was NOT confirmed: no running bot on "
+                f"{where} acknowledged it within {args.timeout:g} s. Is the bot running with "
+                "this config and user_data_dir? The command stays queued: a bot that starts "
+                "on this folder applies it")
+        time.sleep(0.2)
+
+
+def cmd_halt(args: argparse.Namespace) -> int:
+    command = Command.new("halt", datetime.now(UTC), args.reason)
+    ack, where = _send(args, command)
+    if ack is None:
+        print(f"halt {command.id[:8]} queued for {where}; not confirmed (--no-wait)")
+    else:
+        print(f"halt {command.id[:8]} applied by the running bot at {ack['applied_at']} "
+              f"({where}): entries and adds blocked")
     return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    _, cfg, runmode, store = _context(args)
-    control = resume(store, datetime.now(UTC), reset_drawdown=args.reset_drawdown)
-    extra = f", drawdown reset #{control.reset_token}" if args.reset_drawdown else ""
-    print(f"resume requested for {cfg.identifier}/{runmode}{extra}")
+    command = Command.new("resume", datetime.now(UTC), reset_drawdown=args.reset_drawdown)
+    ack, where = _send(args, command)
+    extra = " with drawdown reset" if args.reset_drawdown else ""
+    if ack is None:
+        print(f"resume{extra} {command.id[:8]} queued for {where}; not confirmed (--no-wait)")
+        return 0
+    still = " (a max-drawdown halt remains: --reset-drawdown lifts it)" \
+        if ack.get("drawdown_halt") else ""
+    print(f"resume{extra} {command.id[:8]} applied by the running bot at {ack['applied_at']} "
+          f"({where}){still}")
     return 0

@@ -21,6 +21,7 @@ non-finite inputs produce a refusing verdict.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -28,6 +29,7 @@ from typing import Any
 
 from learning.core.config import SECTION, _f, parse_section
 from learning.core.durations import parse_duration
+from learning.core.errors import StateError
 
 SCHEMA_VERSION = 1
 MAX_EVENTS = 200
@@ -85,7 +87,10 @@ class RiskState:
     drawdown_halt_since: str | None = None
     manual_halt: bool = False
     manual_halt_reason: str = ""
+    #: Drawdown resets applied (``ftlearn resume --reset-drawdown``).
     reset_token_applied: int = 0
+    #: Lines of the control command log (``learning.core.control``) already applied.
+    control_seen: int = 0
     last_equity: float | None = None
     last_update: str | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -94,13 +99,38 @@ class RiskState:
         return asdict(self)
 
     @classmethod
-    def from_state(cls, data: dict[str, Any]) -> RiskState:
+    def from_state(cls, data: Any) -> RiskState:
+        """The state saved by :meth:`to_state`; raises :class:`StateError` on anything else
+        (wrong types, non-finite or non-positive equity), so a damaged file is never trusted."""
+        if not isinstance(data, Mapping):
+            raise StateError(f"risk state is a {type(data).__name__}, not an object")
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for key in ("peak_equity", "day_open_equity", "last_equity"):
+            if known.get(key) is not None and not _finite_positive(known[key]):
+                raise StateError(f"risk state: {key} is {known[key]!r}")
+        for key in ("drawdown_halt", "manual_halt"):
+            if not isinstance(known.get(key, False), bool):
+                raise StateError(f"risk state: {key} is {known[key]!r}, not true/false")
+        for key in ("reset_token_applied", "control_seen"):
+            count = known.get(key, 0)
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise StateError(f"risk state: {key} is {count!r}")
+        for key in ("day", "daily_halt_day", "drawdown_halt_since", "last_update"):
+            if known.get(key) is not None and not isinstance(known[key], str):
+                raise StateError(f"risk state: {key} is {known[key]!r}, not a string")
+        if not isinstance(known.get("manual_halt_reason", ""), str) or \
+                not isinstance(known.get("events", []), list):
+            raise StateError("risk state: manual_halt_reason or events has the wrong type")
         return cls(**known)
 
 
-def _finite_positive(x: float | None) -> bool:
-    return x is not None and isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+def _finite(x: Any) -> bool:
+    """A real number (not a bool) that is neither NaN nor infinite."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _finite_positive(x: Any) -> bool:
+    return _finite(x) and x > 0
 
 
 class RiskGuard:
@@ -150,22 +180,31 @@ class RiskGuard:
                         f"{s.peak_equity:.2f}")
         return events
 
-    def apply_control(self, now: datetime, halted: bool, reason: str, reset_token: int,
-                      equity: float | None) -> list[str]:
-        """Apply the user's manual controls (``ftlearn halt/resume``) read from the control file."""
+    def apply_command(self, now: datetime, command: str, reason: str = "",
+                      reset_drawdown: bool = False, equity: float | None = None) -> list[str]:
+        """Apply one manual command (``ftlearn halt/resume``); returns the events it raised.
+
+        ``halt`` blocks entries and adds; ``resume`` lifts a manual halt and, with
+        ``reset_drawdown``, a max-drawdown halt too (the peak restarts from ``equity``).
+        """
         s, events = self.state, []
-        if halted != s.manual_halt:
-            s.manual_halt, s.manual_halt_reason = halted, reason if halted else ""
-            events.append("manual_halt" if halted else "manual_resume")
-            self._event(now, events[-1], reason)
-        if reset_token > s.reset_token_applied:
-            s.reset_token_applied = reset_token
-            if s.drawdown_halt:
-                s.drawdown_halt, s.drawdown_halt_since = False, None
-                # Restart the peak from here, or the halt would trip again at once.
-                s.peak_equity = equity if _finite_positive(equity) else s.last_equity
-                events.append("drawdown_reset")
-                self._event(now, "drawdown_reset", "manual reset of the drawdown halt")
+        if command == "halt":
+            if not s.manual_halt:
+                events.append("manual_halt")
+            s.manual_halt, s.manual_halt_reason = True, reason or "manual halt"
+        elif command == "resume":
+            if s.manual_halt:
+                events.append("manual_resume")
+            s.manual_halt, s.manual_halt_reason = False, ""
+            if reset_drawdown:
+                s.reset_token_applied += 1
+                if s.drawdown_halt:
+                    s.drawdown_halt, s.drawdown_halt_since = False, None
+                    # Restart the peak from here, or the halt would trip again at once.
+                    s.peak_equity = equity if _finite_positive(equity) else s.last_equity
+                    events.append("drawdown_reset")
+        for event in events:
+            self._event(now, event, reason or "by user")
         return events
 
     def _event(self, now: datetime, kind: str, detail: str) -> None:
@@ -207,29 +246,36 @@ class RiskGuard:
     def check_stake(self, now: datetime, equity: float, requested: float, *,
                     held: float = 0.0, min_stake: float | None = None,
                     crisis: bool = False) -> Verdict:
-        """Clamp a new entry (``held`` = 0) or an add to an open trade (``held`` = its stake).
+        """Clamp a new entry (``held`` = 0) or an add to an open trade (``held`` = what the
+        position already counts for: the larger of its cost and its market value).
 
         The result never lets ``held + amount`` exceed ``max_position_pct * equity``. When the
         exchange minimum cannot be met inside the cap the entry is refused rather than rounded
-        up (freqtrade would otherwise raise a small stake to the minimum).
+        up (freqtrade would otherwise raise a small stake to the minimum). Any input that is not
+        a finite number (or a negative holding, or a ``min_stake`` that is neither None nor a
+        finite number) refuses: an unknown amount cannot be shown to fit under the cap.
         """
         if not _finite_positive(equity):
             return Verdict(False, 0.0, ("equity_unknown",))
-        if not (isinstance(requested, (int, float)) and math.isfinite(requested)) or requested <= 0:
+        if not _finite_positive(requested):
             return Verdict(False, 0.0, ("no_stake_requested",))
+        if not _finite(held) or held < 0:
+            return Verdict(False, 0.0, ("held_stake_unknown",))
+        if min_stake is not None and (not _finite(min_stake) or min_stake < 0):
+            return Verdict(False, 0.0, ("min_stake_unknown",))
         blocked = self.blocks(now, crisis)
         if blocked:
             return Verdict(False, 0.0, blocked)
-        room = self.max_stake(equity) - max(held, 0.0)
+        room = self.max_stake(equity) - held
         if room <= 0:
             return Verdict(False, 0.0, ("position_cap_reached",))
-        amount, reasons = requested, []
+        amount, reasons = float(requested), []
         if amount > room:
             amount, reasons = room, ["clamped_to_position_cap"]
-        if min_stake is not None and math.isfinite(min_stake) and amount < min_stake:
+        if min_stake is not None and amount < min_stake:
             if min_stake > room:
                 return Verdict(False, 0.0, ("min_stake_above_position_cap",))
-            amount, reasons = min_stake, [*reasons, "raised_to_min_stake"]
+            amount, reasons = float(min_stake), [*reasons, "raised_to_min_stake"]
         return Verdict(True, amount, tuple(reasons))
 
     def status(self, now: datetime | None = None) -> dict[str, Any]:

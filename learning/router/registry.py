@@ -267,6 +267,40 @@ class PolicyDB:
         return version
 
 
+def read_policies(path: Path | str) -> list[PolicyInfo]:
+    """The policies of the database at ``path``, read without writing anything: no migration,
+    no journal-mode switch, no lock or WAL files created (backtests read the live registry).
+
+    The file is copied into memory through SQLite's backup API and migrated there. With no
+    ``-wal`` file beside it every committed page is in the file itself, which is then opened
+    ``immutable`` (no locks, no side files); with one (a writer is active), read-only through
+    the existing WAL so that committed transactions still in it are seen.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PolicyStoreError(f"no policy database at {path}")
+    mode = "mode=ro" if Path(f"{path}-wal").exists() else "immutable=1"
+    try:
+        src = sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True)
+        mem = sqlite3.connect(":memory:")
+        try:
+            src.backup(mem)
+        finally:
+            src.close()
+        version = mem.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise PolicyStoreError(
+                f"policy database {path} has schema version {version}, newer than this version "
+                f"of the plugin understands ({SCHEMA_VERSION}); upgrade the plugin")
+        for migration in MIGRATIONS[version:]:
+            migration(mem)
+        policies = fetch_policies(mem)
+        mem.close()
+        return policies
+    except sqlite3.Error as err:
+        raise PolicyDB(path)._error(err) from err
+
+
 # ----------------------------------------------------------------------------------------------
 # Queries (each takes an open connection, so callers group them into one transaction)
 

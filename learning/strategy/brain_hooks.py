@@ -62,6 +62,7 @@ class BrainHooks:
         settings = self.learning.router
         if not settings.enabled:
             return
+        from learning.router.registry import read_policies
         from learning.router.router import Router, default_db_path
 
         main = Path(settings.db) if settings.db else default_db_path(
@@ -74,8 +75,8 @@ class BrainHooks:
                 for suffix in ("", "-wal", "-shm"):
                     Path(f"{db}{suffix}").unlink(missing_ok=True)
                 self.router = Router(db, settings.params, fallback="rule")
-                source = Router(main, settings.params, create=False).policies() \
-                    if main.exists() else []
+                # Read-only: a backtest neither migrates nor re-journals the live database.
+                source = read_policies(main) if main.exists() else []
                 for p in sorted((p for p in source if p.status == "active"),
                                 key=lambda p: (not p.champion, p.created)):
                     self.router.register(p.name, p.type, p.checkpoint, now)

@@ -100,8 +100,9 @@ class SizingHooks:
                              "entries use this run's agents", policy, folder)
                 self._policy_agents[policy] = self.agents
             else:
+                # Read-only: the folder is the user's (a bad file is reported, never moved).
                 self._policy_agents[policy] = self._load_agent_set(
-                    StateStore(folder), self._sizing_start, online=False,
+                    StateStore(folder, read_only=True), self._sizing_start, online=False,
                     label=f" of policy {policy}")
                 logger.info("AdvancedLearning: policy %s sizes with the agents in %s", policy,
                             folder)
@@ -249,8 +250,10 @@ class SizingHooks:
         return int((pyr.get("env") or {}).get("tranches", 4))
 
     def rl_adjustment(self, trade: Any, now: datetime, current_profit: float,
-                      min_stake: float | None, max_stake: float) -> Any:
-        """Increase / decrease by one tranche as the agent says, through the guard."""
+                      min_stake: float | None, max_stake: float,
+                      held: float | None = None) -> Any:
+        """Increase / decrease by one tranche as the agent says, through the guard (``held``:
+        what the trade counts for against the cap, default its stake)."""
         action = self._rl_action(trade, now, current_profit)
         if action is None:
             return NOT_RL
@@ -260,8 +263,8 @@ class SizingHooks:
         tranche = self.guard.max_stake(equity or 0.0) / self._rl_tranches()
         if action == Action.INCREASE:
             verdict = self.guard.check_stake(now, equity or 0.0, tranche,
-                                             held=trade.stake_amount, min_stake=min_stake,
-                                             crisis=self.crisis(now))
+                                             held=trade.stake_amount if held is None else held,
+                                             min_stake=min_stake, crisis=self.crisis(now))
             return (min(verdict.amount, max_stake), "pyr_increase") if verdict else None
         if action == Action.DECREASE and trade.stake_amount - tranche >= (min_stake or 0.0):
             return -tranche, "pyr_decrease"

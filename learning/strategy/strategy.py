@@ -6,8 +6,8 @@ Decision flow per candle (long-only spot):
    index of closed candles used for marking open trades to market.
 2. ``bot_loop_start``: equity = starting balance + closed profit + realized and unrealized PnL of
    open trades, marked at the last *closed* candle; the :class:`~learning.core.risk.RiskGuard`
-   rolls the UTC day, tracks the peak and trips its limits; manual controls are read from
-   ``control.json``.
+   rolls the UTC day, tracks the peak and trips its limits; manual commands (``ftlearn
+   halt/resume``) are applied from the state folder's command log and acknowledged.
 3. Entries: ``populate_entry_trend`` proposes, ``custom_stake_amount`` sizes within the guard's cap
    and ``confirm_trade_entry`` has the last veto.
 4. Open trades: ``adjust_trade_position`` scales in / trims (every add clamped by the guard),
@@ -37,9 +37,10 @@ from learning.brain.components import ewma_volatility, pair_features, trend_scor
 from learning.brain.profiles import ExitPlan
 from learning.brain.regime import PROB_COLUMNS
 from learning.brain.technical import WARMUP_CANDLES, add_technical
-from learning.core.control import CONTROL_NAME, read_control
+from learning.core.control import LOG_NAME, acknowledge, apply_commands, read_commands
 from learning.core.durations import candles, minutes_of, parse_duration
 from learning.core.errors import ConfigError, LearningError
+from learning.core.ftconfig import credentials_message, shipped_api_credentials
 from learning.core.risk import SCHEMA_VERSION as RISK_SCHEMA
 from learning.core.risk import RiskGuard, RiskState
 from learning.core.store import StateStore, runmode_namespace, state_root
@@ -47,6 +48,7 @@ from learning.strategy.brain_hooks import CRISIS_ID, BrainHooks
 from learning.strategy.charts import ChartHooks
 from learning.strategy.config import LearningConfig, load_learning_config
 from learning.strategy.freqai_hooks import FreqAIHooks
+from learning.strategy.pending import PendingEntries
 from learning.strategy.sizing import NOT_RL, SizingHooks
 
 logger = logging.getLogger(__name__)
@@ -143,6 +145,8 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
             raise OperationalException(f"AdvancedLearning configuration: {err}") from err
         runmode = config.get("runmode")
         self._namespace = runmode_namespace(runmode.value if runmode else "other")
+        if self._namespace in ("dry_run", "live") and (bad := shipped_api_credentials(config)):
+            raise OperationalException(f"AdvancedLearning: {credentials_message(bad)}")
         self._persist = getattr(runmode, "value", runmode) != "hyperopt"
         self.store = StateStore(state_root(config.get("user_data_dir", "user_data"),
                                            self.learning.state_dir, self.learning.identifier,
@@ -155,7 +159,7 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         self._start_balance: float | None = None
         self._closed_count, self._closed_sum = -1, 0.0
         self._equity_time: datetime | None = None
-        self._control_mtime: float | None = None
+        self._control_key: tuple[int, int] | None = None
         self._last_save: datetime | None = None
         self._dirty = False
         self._logged: set[str] = set()
@@ -163,6 +167,7 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         self._trim_to: dict[int, float | None] = {}  # trade id -> stake to trim back to
         self._plans: dict[int, ExitPlan | None] = {}  # trade id -> exit plan (profiles)
         self._init_brain()
+        self._waiting = PendingEntries(self.store, persist=self._live)
         # freqtrade applies the config's timeframe after __init__, so the start-up history is
         # computed when it is asked for (see the property); a value in the config still wins.
         self._startup_override: int | None = config.get("startup_candle_count")
@@ -201,12 +206,11 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         return self._namespace in ("dry_run", "live")
 
     def bot_start(self, **kwargs: Any) -> None:
+        if self._persist:
+            self.store.clean_temp()
         if self._live:
-            data = self.store.load_json(RISK_STATE_NAME, schema=RISK_SCHEMA)
-            if data:
-                self.guard.state = RiskState.from_state(data)
-                logger.info("AdvancedLearning: risk state restored from %s (peak equity %s)",
-                            self.store.root, self.guard.state.peak_equity)
+            self._restore_risk_state()
+            self._waiting.load(datetime.now(UTC))
         if not self._live and self.learning.regime.enabled:
             self.check_informative_data()
         # A backtest starts from a clean guard: it never loads state of a live run.
@@ -215,6 +219,39 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         self._init_sizing(self._backtest_start())
         if self._persist:
             atexit.register(self._save_state, force=True)
+
+    def _restore_risk_state(self) -> None:
+        """Load the guard's state; when it cannot be trusted, start halted (fail closed).
+
+        The guard's memory (equity peak, halts) is what keeps a drawdown halt in force across a
+        restart: a ``.prev`` copy may predate the halt, and no state at all forgets the peak. So
+        anything but the newest good file halts entries until the user has looked.
+        """
+        loaded = self.store.load_json_checked(RISK_STATE_NAME, schema=RISK_SCHEMA,
+                                              check=RiskState.from_state)
+        problems = list(loaded.problems)
+        state = RiskState.from_state(loaded.data) if loaded.data is not None else None
+        if state is not None:
+            self.guard.state = state
+        if not problems:
+            if state is not None:
+                logger.info("AdvancedLearning: risk state restored from %s (peak equity %s)",
+                            loaded.source, state.peak_equity)
+            return
+        used = (f"restored from {loaded.source} (it may predate later halts or a higher peak)"
+                if state is not None else "started without it (no equity peak, no halts)")
+        now = datetime.now(UTC)
+        # Commands already in the log were sent before this start: none of them may lift the
+        # halt below (a later `ftlearn resume` does).
+        self.guard.state.control_seen = len(read_commands(self.store.root))
+        self.guard.apply_command(now, "halt", "risk state untrusted: " + "; ".join(problems))
+        logger.error(
+            "AdvancedLearning: the risk guard's state cannot be trusted: %s. The guard %s. "
+            "ENTRIES AND ADDS ARE HALTED: inspect %s (`ftlearn status`), then lift the halt with "
+            "`ftlearn resume` (add --reset-drawdown to also lift a drawdown halt)",
+            "; ".join(problems), used, self.store.root)
+        self._dirty = True
+        self._save_risk(now)
 
     def _backtest_start(self) -> datetime | None:
         from freqtrade.configuration import TimeRange
@@ -237,6 +274,11 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
             self._save_brain(now or self._equity_time)
             self._save_agents(now or self._equity_time)
         if not self._persist or not (self._dirty or force):
+            return
+        self._save_risk(now)
+
+    def _save_risk(self, now: datetime | None) -> None:
+        if not self._persist:
             return
         try:
             self.store.save_json(RISK_STATE_NAME, self.guard.state.to_state(),
@@ -402,19 +444,31 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         return self.learning.regime.enabled and self.regime_now(now) == CRISIS_ID
 
     def _poll_control(self, now: datetime) -> None:
-        path = self.store.path(CONTROL_NAME)
+        """Apply new ``ftlearn halt/resume`` commands, save the guard, then acknowledge them
+        (the CLI waits for the acknowledgement). One ``stat`` per loop when nothing is new."""
         try:
-            mtime = os.stat(path).st_mtime
+            st = os.stat(self.store.root / LOG_NAME)
         except OSError:
             return
-        if mtime == self._control_mtime:
+        key = (st.st_size, st.st_mtime_ns)
+        if key == self._control_key:
             return
-        self._control_mtime = mtime
-        control = read_control(self.store)
-        for event in self.guard.apply_control(now, control.halted, control.reason,
-                                              control.reset_token, self._equity):
-            self._dirty = True
-            logger.warning("AdvancedLearning: %s (%s)", event, control.reason or "by user")
+        self._control_key = key
+        try:
+            acks = apply_commands(self.store, self.guard, now, self._equity)
+        except Exception as err:  # the trading path never raises; the CLI will time out
+            logger.error("AdvancedLearning: control commands could not be read: %s", err)
+            return
+        self._dirty = True
+        for ack in acks:
+            logger.warning("AdvancedLearning: %s command %s applied: %s (%s)", ack["command"],
+                           ack["id"][:8], ", ".join(ack["events"]) or "no change",
+                           ack["reason"] or "by user")
+        self._save_risk(now)
+        try:
+            acknowledge(self.store, acks, now)
+        except Exception as err:
+            logger.error("AdvancedLearning: could not acknowledge control commands: %s", err)
 
     def bot_loop_start(self, current_time: datetime, **kwargs: Any) -> None:
         if self._live:
@@ -511,6 +565,8 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
                            "cap of equity %.2f", pair, amount * rate,
                            100 * self.learning.risk.max_position_pct, equity)
             return False
+        if self._live:  # kept on disk until the fill, so a crash meanwhile loses nothing
+            self._waiting.confirm(pair, pending, self._pending_sizing.get(pair))
         return True
 
     # ------------------------------------------------------------------ open trades
@@ -525,14 +581,18 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
             self._trim_to[trade.id] = trade.get_custom_data("trim_to")
         trim_to = self._trim_to[trade.id]
         if trim_to is not None:
-            if trade.stake_amount > trim_to * (1 + 1e-6):
-                return -(trade.stake_amount - trim_to), "over_cap"
-            self._trim_to[trade.id] = None  # trimmed: later adds are the guard's again
+            excess = trade.stake_amount - trim_to
+            if excess > trim_to * 1e-6 and self._exit_possible(trade, excess, current_rate):
+                return -excess, "over_cap"
+            # Trimmed, or within what one exit can still remove (less than one lot, or less
+            # than the exchange's minimum order): later adds are the guard's again.
+            self._trim_to[trade.id] = None
             trade.set_custom_data("trim_to", None)
         p = self.learning.pyramiding
         if self.guard.exit_reason(current_time, self.crisis(current_time)):
             return None  # custom_exit closes the whole trade
-        rl = self.rl_adjustment(trade, current_time, current_profit, min_stake, max_stake)
+        rl = self.rl_adjustment(trade, current_time, current_profit, min_stake, max_stake,
+                                held=self.held_value(trade, current_rate))
         if rl is not NOT_RL:
             return rl
         if trade.nr_of_successful_exits == 0 and current_profit >= p.trim_profit:
@@ -551,11 +611,37 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         first_stake = trade.select_filled_orders(trade.entry_side)[0].stake_amount \
             if trade.nr_of_successful_entries else trade.stake_amount
         verdict = self.guard.check_stake(current_time, equity, first_stake * p.add_fraction,
-                                         held=trade.stake_amount, min_stake=min_stake,
-                                         crisis=self.crisis(current_time))
+                                         held=self.held_value(trade, current_rate),
+                                         min_stake=min_stake, crisis=self.crisis(current_time))
         if not verdict:
             return None
         return min(verdict.amount, max_stake), "add"
+
+    @staticmethod
+    def held_value(trade: Trade, rate: float) -> float:
+        """What an open trade counts for against the cap when it grows: the larger of its cost
+        (stake) and its market value at ``rate`` (a winning trade is worth more than it cost)."""
+        return max(float(trade.stake_amount), float(trade.amount) * float(rate))
+
+    def _exit_possible(self, trade: Trade, stake: float, rate: float) -> bool:
+        """Whether freqtrade can sell ``stake`` of ``trade`` now: the amount, rounded down to the
+        pair's lot as freqtrade rounds it, is not zero and its value is at least the exchange's
+        minimum order (freqtrade refuses smaller exits, every loop, with a log line)."""
+        from freqtrade.exchange import amount_to_contract_precision
+
+        if not (trade.stake_amount and trade.amount and math.isfinite(rate) and rate > 0):
+            return False
+        amount = amount_to_contract_precision(stake * trade.amount / trade.stake_amount,
+                                              trade.amount_precision, trade.precision_mode,
+                                              trade.contract_size)
+        if amount <= 0:
+            return False
+        try:
+            min_cost = ((self.dp.market(trade.pair) or {}).get("limits") or {}).get(
+                "cost", {}).get("min")
+        except Exception:  # no market information here (e.g. a test double): lot check only
+            min_cost = None
+        return not (min_cost and amount * rate < min_cost)
 
     def custom_exit(self, pair: str, trade: Trade, current_time: datetime, current_rate: float,
                     current_profit: float, **kwargs: Any) -> str | None:
@@ -629,6 +715,13 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
                      **kwargs: Any) -> None:
         if order.ft_order_side == trade.entry_side:
             if trade.nr_of_successful_entries <= 1:
+                waiting = self._waiting.take(trade.pair, trade.open_date_utc,
+                                             self.timeframe_to_td() + timedelta(minutes=1))
+                if waiting is not None and trade.pair not in self._pending:
+                    # Decided before a restart: the order filled after it.
+                    self._pending[trade.pair] = waiting["decision"]
+                    if waiting.get("sizing") is not None:
+                        self._pending_sizing[trade.pair] = waiting["sizing"]
                 self.record_entry_fill(trade, current_time)
             else:
                 self._check_add_fill(trade, current_time)

@@ -1,10 +1,14 @@
 """The risk guard never lets a stake, a day's loss or a drawdown pass its limits."""
 
+import math
 from datetime import UTC, datetime, timedelta
 
 import hypothesis.strategies as st
+import numpy as np
+import pytest
 from hypothesis import given, settings
 
+from learning.core.errors import StateError
 from learning.core.risk import RiskConfig, RiskGuard, RiskState
 
 T0 = datetime(2025, 3, 3, 0, 0, tzinfo=UTC)
@@ -46,6 +50,53 @@ def test_check_stake_with_nonfinite_inputs_refuses_without_raising():
     assert g.observe(T0, float("nan")) == []
 
 
+@pytest.mark.parametrize("held", [float("nan"), float("inf"), -float("inf"), -1.0, None, "1"])
+def test_check_stake_for_add_with_unknown_held_stake_refuses(held):
+    v = guard().check_stake(T0, 10_000, 5_000, held=held)
+    assert not v.allowed and v.amount == 0.0 and v.reasons == ("held_stake_unknown",)
+
+
+@pytest.mark.parametrize("min_stake", [float("nan"), float("inf"), -5.0])
+def test_check_stake_with_non_finite_min_stake_refuses(min_stake):
+    v = guard().check_stake(T0, 10_000, 100, min_stake=min_stake)
+    assert not v.allowed and v.reasons == ("min_stake_unknown",)
+
+
+def test_check_stake_accepts_numpy_numbers_and_refuses_bools():
+    v = guard().check_stake(T0, np.float32(10_000), np.float32(500), held=np.float64(1_000),
+                            min_stake=np.float64(5))
+    assert v.allowed and v.amount == pytest.approx(500)
+    assert not guard().check_stake(T0, 10_000, True)
+
+
+_ANY = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.none(),
+                 st.integers(-10**6, 10**7))
+
+
+@settings(max_examples=500, deadline=None)
+@given(equity=_ANY, requested=_ANY, held=_ANY, min_stake=_ANY)
+def test_check_stake_with_any_inputs_never_approves_above_the_cap_or_on_unknowns(
+        equity, requested, held, min_stake):
+    v = guard().check_stake(T0, equity, requested, held=0.0 if held is None else held,
+                            min_stake=min_stake)
+    if not v:
+        return
+    values = [equity, requested, 0.0 if held is None else held]
+    assert all(isinstance(x, (int, float)) and math.isfinite(x) for x in values)
+    assert min_stake is None or math.isfinite(min_stake)
+    assert v.amount > 0 and math.isfinite(v.amount)
+    assert (0.0 if held is None else held) + v.amount <= 0.2 * equity * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("bad", [
+    [], {"peak_equity": float("nan")}, {"peak_equity": -1.0}, {"drawdown_halt": "yes"},
+    {"control_seen": -1}, {"manual_halt": 1}, {"day": 20250101}, {"events": {}},
+])
+def test_risk_state_from_damaged_data_raises(bad):
+    with pytest.raises(StateError):
+        RiskState.from_state(bad)
+
+
 def test_daily_loss_blocks_entries_and_exits_for_rest_of_utc_day_only():
     g = guard()
     g.observe(T0, 10_000)  # day opens at 10k
@@ -72,21 +123,21 @@ def test_drawdown_halt_is_sticky_until_manual_reset():
     g.observe(far, 13_000)  # even a new peak does not lift the halt
     assert g.exit_reason(far) == "risk_max_drawdown"
     assert "max_drawdown_halt" in g.blocks(far)
-    events = g.apply_control(far, False, "", reset_token=1, equity=13_000)
+    assert g.apply_command(far, "resume", equity=13_000) == []  # a plain resume does not
+    assert "max_drawdown_halt" in g.blocks(far)
+    events = g.apply_command(far, "resume", reset_drawdown=True, equity=13_000)
     assert events == ["drawdown_reset"]
     assert g.blocks(far) == ()
     assert g.state.peak_equity == 13_000
-    # The same token is applied once only.
-    assert g.apply_control(far, False, "", reset_token=1, equity=13_000) == []
 
 
 def test_manual_halt_blocks_entries_but_does_not_force_exits():
     g = guard()
     g.observe(T0, 10_000)
-    assert g.apply_control(T0, True, "maintenance", 0, 10_000) == ["manual_halt"]
+    assert g.apply_command(T0, "halt", "maintenance") == ["manual_halt"]
     assert g.blocks(T0) == ("manual_halt",)
     assert g.exit_reason(T0) is None
-    assert g.apply_control(T0, False, "", 0, 10_000) == ["manual_resume"]
+    assert g.apply_command(T0, "resume") == ["manual_resume"]
     assert g.blocks(T0) == ()
 
 

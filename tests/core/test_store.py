@@ -111,3 +111,83 @@ def test_state_root_separates_identifier_and_runmode(tmp_path):
     assert runmode_namespace("webserver") == "other"
     with pytest.raises(StateError):
         state_root(tmp_path, "learning", "../evil", "live")
+
+
+def test_two_quarantines_of_one_file_in_the_same_second_keep_both_copies(store):
+    path = store.path("x")
+    store.root.mkdir(parents=True)
+    for blob in (b"first torn", b"second torn"):
+        path.write_bytes(blob)
+        assert store.load_json("x", schema=1) is None
+    moved = sorted(p for p in store.root.iterdir() if ".corrupt-" in p.name)
+    assert [p.read_bytes() for p in moved] == [b"first torn", b"second torn"]
+    assert [p.name for p in moved] == ["x.json.corrupt-20250102T030405",
+                                       "x.json.corrupt-20250102T030405-1"]
+
+
+def test_clean_temp_with_stale_and_fresh_temp_files_removes_only_the_stale(store):
+    import os
+    import time
+
+    store.save_json("x", {"v": 1}, schema=1)
+    stale = store.root / ".x.json.abc123.tmp"
+    stale_prev = store.root / ".x.json.prev.def456.tmp"
+    fresh = store.root / ".x.json.ghi789.tmp"
+    for p in (stale, stale_prev, fresh):
+        p.write_bytes(b"partial")
+    old = time.time() - 3600
+    for p in (stale, stale_prev):
+        os.utime(p, (old, old))
+    assert store.clean_temp(max_age_s=300) == 2
+    assert not stale.exists() and not stale_prev.exists() and fresh.exists()
+    assert store.load_json("x", schema=1) == {"v": 1}
+
+
+def test_save_with_previous_version_fsyncs_the_prev_copy_before_renaming_it(store, monkeypatch):
+    import os
+
+    store.save_json("x", {"v": 1}, schema=1)
+    synced, real_fsync = [], os.fsync
+
+    def recording_fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    store.save_json("x", {"v": 2}, schema=1)
+    names = [os.path.basename(p) for p in synced]
+    assert any(n.startswith(".x.json.prev.") for n in names), names
+    assert json.loads(store.path("x").with_name("x.json.prev").read_text())["data"] == {"v": 1}
+
+
+def test_read_only_store_with_a_corrupt_file_leaves_every_file_in_place(store, caplog):
+    store.save_json("x", {"v": 1}, schema=1)
+    store.save_json("x", {"v": 2}, schema=1)
+    store.path("x").write_bytes(b"{torn")
+    before = {p.name: p.read_bytes() for p in store.root.iterdir()}
+    reader = StateStore(store.root, read_only=True)
+    loaded = reader.load_json_checked("x", schema=1)
+    assert loaded.data == {"v": 1} and loaded.source.name == "x.json.prev"
+    assert loaded.fell_back and "left in place" in loaded.problems[0]
+    assert {p.name: p.read_bytes() for p in store.root.iterdir()} == before
+    with pytest.raises(StateError):
+        reader.save_json("y", {}, schema=1)
+    assert not reader.path("y").exists()
+
+
+def test_load_json_checked_names_the_file_used_and_what_was_wrong(store, caplog):
+    store.save_json("x", {"v": 1}, schema=1)
+    assert store.load_json_checked("x", schema=1).source == store.path("x")
+    store.save_json("x", {"v": 2}, schema=1)
+    store.path("x").write_text('{"schema": 9, "data": {}}')
+    loaded = store.load_json_checked("x", schema=1)
+    assert loaded.data == {"v": 1} and loaded.source == store.path("x").with_name("x.json.prev")
+    assert loaded.problems == ("x.json is schema version 9, expected 1 (moved to "
+                               "x.json.corrupt-20250102T030405)",)
+    assert "using the previous version x.json.prev" in caplog.text
+    store.path("x").with_name("x.json.prev").write_bytes(b"torn")
+    caplog.clear()
+    empty = store.load_json_checked("x", schema=1)
+    assert empty.data is None and empty.source is None and empty.fell_back
+    assert "no usable version left" in caplog.text
+    assert "using the previous" not in caplog.text

@@ -1,8 +1,9 @@
 """End to end: ``freqtrade trade`` (dry-run) with the REST API on 127.0.0.1 against the local
 exchange replaying real candles: ping, status, pair_candles with the strategy's columns, a forced
 entry that fills, a rule-based position adjustment, a manual over-cap add trimmed back, a manual
-halt from the CLI, then a restart after which the trade and the learned (risk) state resume where
-they were."""
+halt from the CLI run in another folder (refused while no bot has run, acknowledged by the running
+bot, not confirmed while it is down and applied when it starts again), then a restart after which
+the trade and the learned (risk) state resume where they were."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -37,6 +39,13 @@ def ftlearn_json(argv: list[str]) -> dict:
     with contextlib.redirect_stdout(buf):
         assert ftlearn(argv) == 0
     return json.loads(buf.getvalue())
+
+
+def ftlearn_elsewhere(folder: Path, argv: list[str]) -> subprocess.CompletedProcess:
+    """``ftlearn`` as a user runs it from another folder (its own process, cwd ``folder``)."""
+    folder.mkdir(exist_ok=True)
+    return subprocess.run([sys.executable, "-m", "learning.cli", *argv], cwd=folder,
+                          capture_output=True, text=True, timeout=120, env={**os.environ})
 
 
 def free_port() -> int:
@@ -159,9 +168,18 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
             for p in folder.rglob("*") if p.is_file()}
 
 
-def test_dry_run_trades_adjusts_halts_and_resumes_after_restart(bot, real_data_dir):
+def test_dry_run_trades_adjusts_halts_and_resumes_after_restart(bot, real_data_dir, tmp_path):
     cli_cfg = sum((["-c", c] for c in bot.configs_for_cli), [])
     served_before = snapshot(real_data_dir)
+    elsewhere = tmp_path / "elsewhere"
+    # No bot has run on this user_data yet: the halt fails loudly and creates nothing.
+    done = ftlearn_elsewhere(elsewhere, ["halt", "--timeout", "3", *cli_cfg])
+    assert done.returncode == 2 and "no state folder" in done.stderr, done
+    # The shipped config's relative user_data_dir is taken from the current folder, as
+    # freqtrade takes it: from another folder it names a folder that does not exist.
+    done = ftlearn_elsewhere(elsewhere, ["halt", "-c", str(ROOT / "config.json")])
+    assert done.returncode == 2 and "does not exist" in done.stderr, done
+    assert not (bot.user_dir / "learning").exists() and not list(elsewhere.iterdir())
     bot.start()
     assert bot.get("ping")["status"] == "pong"
 
@@ -205,15 +223,19 @@ def test_dry_run_trades_adjusts_halts_and_resumes_after_restart(bot, real_data_d
                                                             if isinstance(decision["value"], str)
                                                             else decision["value"])
 
-    # A manual halt from the CLI while the bot runs vetoes new entries.
-    assert ftlearn(["halt", "--reason", "e2e", *cli_cfg]) == 0
-    bot.wait_for(lambda: "manual_halt" in bot.log_text(), 30, "the bot to apply the halt")
+    # A manual halt from the CLI, in another folder, while the bot runs: the bot acknowledges
+    # it before the command returns, and it vetoes new entries.
+    done = ftlearn_elsewhere(elsewhere, ["halt", "--reason", "e2e", "--timeout", "60",
+                                         *cli_cfg])
+    assert done.returncode == 0 and "applied by the running bot" in done.stdout, done
+    assert "manual_halt" in bot.log_text()
     pair_b = free_pair(bot)
     resp = bot.post("forceenter", {"pair": pair_b})
     time.sleep(3)
     assert not [t for t in bot.get("status") if t["pair"] == pair_b], resp.text
-    assert ftlearn(["resume", *cli_cfg]) == 0
-    bot.wait_for(lambda: "manual_resume" in bot.log_text(), 30, "the bot to resume")
+    done = ftlearn_elsewhere(elsewhere, ["resume", "--timeout", "60", *cli_cfg])
+    assert done.returncode == 0 and "applied by the running bot" in done.stdout, done
+    assert "manual_resume" in bot.log_text()
 
     # A trade that closes: its outcome reaches every tier and is saved at once.
     pair_c = free_pair(bot)
@@ -232,6 +254,10 @@ def test_dry_run_trades_adjusts_halts_and_resumes_after_restart(bot, real_data_d
     saved = json.loads(risk_file.read_text())["data"]
     assert saved["peak_equity"] > 0 and saved["day"]
     learned = json.loads(brain_file.read_text())["data"]  # written at shutdown
+    # No bot runs now: the halt is not confirmed and says so; the next bot applies it.
+    done = ftlearn_elsewhere(elsewhere, ["halt", "--reason", "while down", "--timeout", "3",
+                                         *cli_cfg])
+    assert done.returncode == 2 and "NOT confirmed" in done.stderr, done
 
     bot.start()
     status = bot.wait_for(lambda: bot.get("status"), 60, "the open trades after restart")
@@ -248,8 +274,11 @@ def test_dry_run_trades_adjusts_halts_and_resumes_after_restart(bot, real_data_d
     assert stats["closed_trades"] == learned["brain"]["closed_trades"] >= 1
     before = Brain(load_learning_config(json.loads((ROOT / "config.json").read_text())), learned)
     assert stats["weights"] == json.loads(json.dumps(before.report()["weights"]))
+    bot.wait_for(lambda: json.loads(risk_file.read_text())["data"]["manual_halt"], 60,
+                 "the halt queued while the bot was down to be applied")
     restored = json.loads(risk_file.read_text())["data"]
     assert restored["peak_equity"] >= saved["peak_equity"]
     assert restored["reset_token_applied"] == saved["reset_token_applied"]
+    assert restored["control_seen"] == saved["control_seen"] + 1
     # The replayed (time-shifted) candles went to a scratch folder, never into the served data.
     assert snapshot(real_data_dir) == served_before
