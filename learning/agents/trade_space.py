@@ -15,12 +15,17 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from learning.brain.bandit import COMPONENTS, finite_number
+from learning.brain.bandit import finite_number
 from learning.brain.meta import LearnerProfile
 from learning.brain.regime import REGIMES
 from learning.core.config import _f
 from learning.core.errors import ConfigError
 from learning.data.candles import timeframe_to_minutes
+
+#: The component scores in the agents' state: the four the state was designed with (issue 4's
+#: 27-d state). The trend component (added later) is not in it: a new state field would need
+#: retrained agents and a new checkpoint schema.
+COMPONENTS: tuple[str, ...] = ("technical", "ai", "theme", "sentiment")
 
 logger = logging.getLogger(__name__)
 
