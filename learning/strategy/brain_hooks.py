@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from freqtrade.strategy import merge_informative_pair
+from freqtrade.strategy import IStrategy, merge_informative_pair
 
 from learning.brain.components import sentiment_score, theme_score
 from learning.brain.decision import SCHEMA_VERSION as BRAIN_SCHEMA
@@ -31,7 +31,7 @@ CONTEXT_COLUMNS = ("score_sentiment", "regime_id", "regime_confidence", *PROB_CO
 CRISIS_ID = REGIME_IDS[Regime.CRISIS]
 
 
-class BrainHooks:
+class BrainHooks(IStrategy):
     """Expects ``self.learning`` (LearningConfig), ``self.dp``, ``self.config``, ``self.store``."""
 
     # ------------------------------------------------------------------ set-up
@@ -66,7 +66,7 @@ class BrainHooks:
             if self._live:
                 self.router = Router(main, settings.params, fallback="rule")
             else:
-                db = self.store.root / "policy_bandit.db"
+                db = self._run_db()
                 for suffix in ("", "-wal", "-shm"):
                     Path(f"{db}{suffix}").unlink(missing_ok=True)
                 self.router = Router(db, settings.params, fallback="rule")
@@ -92,6 +92,16 @@ class BrainHooks:
                          "" if last else ", none recorded: the rule-based policy")
             return
         self._save_champion()
+
+    def _run_db(self) -> Path:
+        """A backtest's copy of the policy database: in its state folder, or in hyperopt (whose
+        epochs run in parallel processes) a folder of this process that each epoch rewrites."""
+        if self._persist:
+            return self.store.root / "policy_bandit.db"
+        import os
+        import tempfile
+
+        return Path(tempfile.gettempdir()) / f"advl-hyperopt-{os.getpid()}" / "policy_bandit.db"
 
     def _save_champion(self) -> None:
         """Remember the router's champion in the state folder: what trades when the database

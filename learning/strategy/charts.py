@@ -8,13 +8,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from freqtrade.strategy import IStrategy
 
 #: Guard state codes charted in FreqUI (column ``guard_state``).
 GUARD_CODES = {"ok": 0, "manual_halt": 1, "daily_loss_halt": 2, "max_drawdown_halt": 3,
                "crisis_cash_only": 4}
 
 
-class ChartHooks:
+class ChartHooks(IStrategy):
     """Mixed into the strategy; reads ``_guard_history``, ``brain`` and ``timeframe_to_td``."""
 
     def _record_guard(self, now: datetime, equity: float) -> None:

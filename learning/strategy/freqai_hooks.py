@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import talib.abstract as ta
+from freqtrade.strategy import IStrategy
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ AI_RETURN_LABEL = "&-s_return"
 AI_ACTION_PREF = "&-pyr_flat_increase"  # PPOPyramiding: P(increase) at the flat state
 
 
-class FreqAIHooks:
+class FreqAIHooks(IStrategy):
     """Mixin for the strategy; expects ``self.config`` and ``self.freqai`` (set by freqtrade)."""
 
     config: dict

@@ -27,14 +27,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from freqtrade.persistence import Trade
-from freqtrade.strategy import stoploss_from_open
+from freqtrade.strategy import IStrategy, stoploss_from_open
 
 logger = logging.getLogger(__name__)
 
 NOT_RL = object()  # rl_adjustment: no RL pyramiding model, the rules decide
 
 
-class SizingHooks:
+class SizingHooks(IStrategy):
     """Expects the strategy's ``learning``, ``store``, ``guard``, ``brain``, ``_series``."""
 
     def _init_sizing(self, backtest_start: datetime | None) -> None:

@@ -34,6 +34,7 @@ from freqtrade.persistence import LocalTrade, Order, Trade
 from freqtrade.strategy import DecimalParameter, IStrategy
 
 from learning.brain.components import pair_features
+from learning.brain.decision import Brain
 from learning.brain.regime import PROB_COLUMNS
 from learning.brain.technical import WARMUP_CANDLES, add_technical
 from learning.core.control import CONTROL_NAME, read_control
@@ -141,6 +142,8 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         self._logged: set[str] = set()
         self._guard_history: deque[tuple[int, float, float, float, int]] = deque(maxlen=20_000)
         self._trim_to: dict[int, float | None] = {}  # trade id -> stake to trim back to
+        self._last_loop: datetime | None = None  # backtests: the last candle's bot loop
+        self._run_pending = False  # rebuild the learning state before the next candle
         self._init_brain()
         # The regime detector reads informative candles; freqtrade loads startup_candle_count
         # candles of the main timeframe before a backtest (and at most 5 x 1000 live), so the
@@ -164,11 +167,50 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
                 logger.info("AdvancedLearning: risk state restored from %s (peak equity %s)",
                             self.store.root, self.guard.state.peak_equity)
         # A backtest starts from a clean guard: it never loads state of a live run.
-        self._load_brain(self._backtest_start())
-        self._init_router(self._backtest_start() or datetime.now(UTC))
-        self._init_sizing(self._backtest_start())
+        self._start_learning()
         if self._persist:
             atexit.register(self._save_state, force=True)
+
+    def _start_learning(self) -> None:
+        """The learned state a run starts from (brain, router, trade-parameter agents)."""
+        start = self._backtest_start()
+        self._load_brain(start)
+        self._init_router(start or datetime.now(UTC))
+        self._init_sizing(start)
+
+    def _new_run(self) -> None:
+        """Start a backtest again from what ``bot_start`` gave the first one.
+
+        Hyperopt runs every epoch on this instance (``-j 1``) or on copies unpickled in joblib
+        workers, several epochs per copy: each epoch must start from the same learning state
+        and guard, never from what an earlier epoch learned (nothing is written to disk in
+        hyperopt, and the router's database is private to the run, see ``_init_router``)."""
+        self.guard = RiskGuard(self.learning.risk)
+        self.brain = Brain(self.learning)
+        for book in (self._pending, self._pending_sizing, self._trade_learner, self._preselected,
+                     self._trim_to):
+            book.clear()
+        self._equity = self._equity_time = None
+        self._closed_count, self._closed_sum = -1, 0.0
+        self._guard_history.clear()
+        self._start_learning()
+
+    # Hyperopt sends the strategy to its joblib workers by pickling it. The store holds a lock,
+    # the router a database and the agents torch modules: they are rebuilt there instead, by
+    # _new_run before the first candle.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["store"] = self.store.root
+        for key in ("router", "agents", "_policy_agents"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        root = state.pop("store")
+        self.__dict__.update(state)
+        self.store = StateStore(root)
+        self.router, self.agents, self._policy_agents = None, None, {}
+        self._run_pending = True
 
     def _backtest_start(self) -> datetime | None:
         from freqtrade.configuration import TimeRange
@@ -355,6 +397,14 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
     def bot_loop_start(self, current_time: datetime, **kwargs: Any) -> None:
         if self._live:
             self._poll_control(current_time)
+        else:
+            # A backtest loops forward in time: a candle not after the last one seen means a
+            # new run on this instance (the next hyperopt epoch).
+            if self._run_pending or (self._last_loop is not None
+                                     and current_time <= self._last_loop):
+                self._new_run()
+                self._run_pending = False
+            self._last_loop = current_time
         equity = self.compute_equity(current_time)
         self._equity, self._equity_time = equity, current_time
         if equity is None:
