@@ -3,6 +3,7 @@ and the per-candle columns built from the risk guard's and the brain's recorded 
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -10,69 +11,173 @@ import numpy as np
 import pandas as pd
 from freqtrade.strategy import IStrategy
 
+logger = logging.getLogger(__name__)
+
 #: Guard state codes charted in FreqUI (column ``guard_state``).
 GUARD_CODES = {"ok": 0, "manual_halt": 1, "daily_loss_halt": 2, "max_drawdown_halt": 3,
                "crisis_cash_only": 4}
 
 
+#: Per-decision chart columns: the brain's overall score, threshold, learner (1-based index into
+#: the learners, 0 unknown) and sampled weights at the candle decided on, and the close of that
+#: candle under ``decision_taken`` or ``decision_refused`` (markers on the price chart).
+WEIGHT_COLUMNS = tuple(f"w_{c}" for c in ("technical", "ai", "theme", "sentiment"))
+DECISION_COLUMNS = ("brain_overall", "brain_threshold", "brain_learner", *WEIGHT_COLUMNS,
+                    "decision_taken", "decision_refused")
+GUARD_COLUMNS = ("guard_equity", "guard_drawdown", "guard_day_pnl", "guard_state")
+#: A backtest's chart record (its decisions and the guard per candle), which FreqUI's backtest
+#: view shows: /pair_history re-runs populate_indicators in the webserver, after the run.
+CHARTS_SCHEMA = 1
+VIEW_RUNMODES = ("webserver", "plot")
+
+
+def charts_name(timerange: str) -> str:
+    """State file of the backtest run over ``timerange`` (FreqUI asks by the run's timerange)."""
+    return "charts-" + ("".join(c if c.isalnum() else "_" for c in timerange) or "all")
+
+
+def _decision_row(d: dict[str, Any], names: tuple[str, ...]) -> list[Any]:
+    return [d["time"], d["overall"], d["threshold"],
+            names.index(d["learner"]) + 1 if d["learner"] in names else 0,
+            *(d["weights"].get(c[2:], 0.0) for c in WEIGHT_COLUMNS), bool(d["take"])]
+
+
 class ChartHooks(IStrategy):
     """Mixed into the strategy; reads ``_guard_history``, ``brain`` and ``timeframe_to_td``."""
 
+    def _init_charts(self) -> None:
+        self._run_decisions: dict[str, list[list[Any]]] = {}  # backtests: pair -> rows
+        self._viewed: dict[str, Any] | None = None  # webserver: the viewed run's record
+
+    def _candle_ns(self, now: datetime) -> int:
+        """The open time (ns) of the newest candle closed at ``now``: what a decision or a guard
+        snapshot at ``now`` used. Live times fall inside a candle (12:03:27 -> 11:55)."""
+        tf_ns = int(self.timeframe_to_td().total_seconds()) * 1_000_000_000
+        ns = int(now.timestamp()) * 1_000_000_000 + now.microsecond * 1000
+        return (ns // tf_ns) * tf_ns - tf_ns
+
     def _record_guard(self, now: datetime, equity: float) -> None:
-        if not self._live:
-            return  # backtests chart nothing here: populate_indicators ran before the loop
+        if not (self._live or self._persist):
+            return  # hyperopt: nobody looks
         s = self.guard.state
         blocks = self.guard.blocks(now, self.crisis(now))
         code = max((GUARD_CODES[b] for b in blocks), default=0)
         dd = 1 - equity / s.peak_equity if s.peak_equity else 0.0
         day = equity / s.day_open_equity - 1 if s.day_open_equity else 0.0
-        tf_ns = int(self.timeframe_to_td().total_seconds() * 1e9)
-        t = (pd.Timestamp(now).value // tf_ns) * tf_ns
+        t = self._candle_ns(now)
         if self._guard_history and self._guard_history[-1][0] == t:
             self._guard_history.pop()
         self._guard_history.append((t, equity, dd, day, code))
 
+    def _chart_decision(self, pair: str, decision: dict[str, Any]) -> None:
+        """Show a decision at once: live in the cached analyzed frame FreqUI reads
+        (/pair_candles; it would otherwise appear only at the next candle), in a backtest in
+        the run's chart record."""
+        try:
+            row = _decision_row(decision, self.brain.meta.learner_names)
+            if not self._live:
+                if self._persist:
+                    self._run_decisions.setdefault(pair, []).append(row)
+                return
+            df, _ = self.dp.get_analyzed_dataframe(pair, self.timeframe)
+            if df is None or df.empty or "brain_overall" not in df:
+                return
+            date = pd.Timestamp(self._candle_ns(datetime.fromisoformat(decision["time"])),
+                                tz="UTC")
+            hit = df.index[pd.to_datetime(df["date"], utc=True) == date]
+            if len(hit):
+                i = hit[-1]
+                for col, value in zip(DECISION_COLUMNS[:7], row[1:8]):
+                    df.at[i, col] = value
+                price = df.at[i, "close"]
+                df.at[i, "decision_taken"] = price if row[8] else np.nan
+                df.at[i, "decision_refused"] = np.nan if row[8] else price
+        except Exception as err:  # a chart never stops trading
+            self._log_once("chart-decision", "AdvancedLearning: decision not charted (%s)", err)
+
+    def _save_charts(self) -> None:
+        """Write a backtest's chart record (see CHARTS_SCHEMA)."""
+        timerange = self.config.get("timerange")
+        if self._live or not self._persist or not timerange or self._namespace != "backtest":
+            return
+        g = list(self._guard_history)
+        data = {"timeframe": self.timeframe, "timerange": timerange,
+                "guard": {"t": [r[0] for r in g],
+                          **{c: [r[i + 1] for r in g] for i, c in enumerate(GUARD_COLUMNS)}},
+                "decisions": self._run_decisions}
+        try:
+            self.store.save_json(charts_name(timerange), data, schema=CHARTS_SCHEMA,
+                                 meta={"runmode": self._namespace})
+        except Exception as err:
+            logger.error("AdvancedLearning: could not save the backtest's chart record: %s", err)
+
+    def _viewed_run(self) -> dict[str, Any] | None:
+        """FreqUI's backtest view (webserver) and plot-dataframe: the chart record of the
+        backtest over the requested timerange, read from the backtest state folder."""
+        runmode = getattr(self.config.get("runmode"), "value", self.config.get("runmode"))
+        timerange = self.config.get("timerange")
+        if runmode not in VIEW_RUNMODES or not timerange:
+            return None
+        if self._viewed is None:
+            from learning.core.store import StateStore, state_root
+
+            store = StateStore(state_root(self.config.get("user_data_dir", "user_data"),
+                                          self.learning.state_dir, self.learning.identifier,
+                                          "backtest"))
+            data = store.load_json(charts_name(timerange), schema=CHARTS_SCHEMA) \
+                if store.path(charts_name(timerange)).exists() else None
+            self._viewed = data if data and data.get("timeframe") == self.timeframe else {}
+            if not self._viewed:
+                logger.info("AdvancedLearning: no backtest chart record for %s in %s; decision "
+                            "and guard columns stay empty", timerange, store.root)
+        return self._viewed or None
+
     def _add_guard_columns(self, dataframe: pd.DataFrame, dates: pd.Series) -> None:
-        """Chart the guard history (live: per candle; backtests: empty, filled before the loop)."""
-        cols = ("guard_equity", "guard_drawdown", "guard_day_pnl", "guard_state")
-        if not self._guard_history:
-            for c in cols:
+        """Chart the guard history (live: per candle; a viewed backtest: its record)."""
+        viewed = self._viewed_run()
+        if viewed is not None:
+            hist = pd.DataFrame(viewed["guard"])
+        elif self._guard_history:
+            hist = pd.DataFrame(list(self._guard_history), columns=("t", *GUARD_COLUMNS))
+        else:
+            for c in GUARD_COLUMNS:
                 dataframe[c] = np.nan
             return
-        hist = pd.DataFrame(list(self._guard_history), columns=("t", *cols))
-        # The snapshot taken at time t describes the candle that closed at t (opened at t - tf).
-        hist["date"] = pd.to_datetime(hist["t"], utc=True) - self.timeframe_to_td()
+        # Each snapshot is keyed by the open time of the candle it describes.
+        hist["date"] = pd.to_datetime(hist["t"], utc=True).astype(dates.dtype)
         hist = hist.drop(columns="t").drop_duplicates("date", keep="last")
         merged = pd.DataFrame({"date": dates}).merge(hist, on="date", how="left")
-        for c in cols:
+        for c in GUARD_COLUMNS:
             dataframe[c] = merged[c].to_numpy()
 
     def _add_decision_columns(self, dataframe: pd.DataFrame, dates: pd.Series, pair: str) -> None:
-        """Overall score, threshold, learner and weights of the recorded decisions on this pair
-        at the candle they were taken on (NaN elsewhere; backtests fill them only afterwards, in
-        the report, because decisions happen inside the candle loop)."""
-        cols = ["brain_overall", "brain_threshold", "brain_learner",
-                *(f"w_{c}" for c in ("technical", "ai", "theme", "sentiment"))]
-        rows = [d for d in self.brain.recent_decisions() if d["pair"] == pair]
+        """The recorded decisions on this pair at the candle each was decided on (NaN
+        elsewhere): live from the brain's log, in FreqUI's backtest view from the run's record.
+        A backtest itself charts none here: its decisions come in the candle loop, later."""
+        viewed = self._viewed_run()
+        if viewed is not None:
+            rows = viewed["decisions"].get(pair, [])
+        else:
+            names = self.brain.meta.learner_names
+            rows = [_decision_row(d, names) for d in self.brain.recent_decisions()
+                    if d["pair"] == pair]
         if not rows:
-            for c in cols:
+            for c in DECISION_COLUMNS:
                 dataframe[c] = np.nan
             return
-        names = self.brain.meta.learner_names
-        hist = pd.DataFrame({
-            # A decision at time t used the candle that closed at t (opened at t - tf).
-            "date": pd.to_datetime([d["time"] for d in rows], utc=True) - self.timeframe_to_td(),
-            "brain_overall": [d["overall"] for d in rows],
-            "brain_threshold": [d["threshold"] for d in rows],
-            "brain_learner": [names.index(d["learner"]) + 1 if d["learner"] in names else 0
-                              for d in rows],
-            **{f"w_{c}": [d["weights"].get(c, 0.0) for d in rows]
-               for c in ("technical", "ai", "theme", "sentiment")},
-        }).drop_duplicates("date", keep="last")
-        hist["date"] = hist["date"].astype(dates.dtype)
+        hist = pd.DataFrame(rows, columns=("time", *DECISION_COLUMNS[:7], "take"))
+        tf_ns = int(self.timeframe_to_td().total_seconds()) * 1_000_000_000
+        ns = pd.to_datetime(hist["time"], utc=True).dt.as_unit("ns").astype("int64")
+        hist["date"] = pd.to_datetime((ns // tf_ns) * tf_ns - tf_ns, utc=True).astype(
+            dates.dtype)
+        hist = hist.drop(columns="time").drop_duplicates("date", keep="last")
         merged = pd.DataFrame({"date": dates}).merge(hist, on="date", how="left")
-        for c in cols:
-            dataframe[c] = merged[c].to_numpy()
+        for c in DECISION_COLUMNS[:7]:
+            dataframe[c] = merged[c].to_numpy(dtype="float64")
+        take = merged["take"].to_numpy()
+        close = dataframe["close"].to_numpy(dtype="float64")
+        dataframe["decision_taken"] = np.where(take == True, close, np.nan)  # noqa: E712
+        dataframe["decision_refused"] = np.where(take == False, close, np.nan)  # noqa: E712
 
     @property
     def plot_config(self) -> dict[str, Any]:
@@ -80,7 +185,11 @@ class ChartHooks(IStrategy):
                          "CHOPPY": "#7f7f7f", "CRISIS": "#000000", "THEME_DRIVEN": "#9467bd"}
         subplots = self._freqai_subplot() if self.freqai_enabled else {}
         return {
-            "main_plot": {"ema_fast": {"color": "#2f7ed8"}, "ema_slow": {"color": "#f45b5b"}},
+            "main_plot": {"ema_fast": {"color": "#2f7ed8"}, "ema_slow": {"color": "#f45b5b"},
+                          # Each decision the brain took (green) or refused (red), at the close
+                          # of the candle it decided on; the trades themselves are freqtrade's.
+                          "decision_taken": {"color": "#2ca02c", "type": "scatter"},
+                          "decision_refused": {"color": "#d62728", "type": "scatter"}},
             "subplots": {
                 "Components": {"score_technical": {"color": "#8085e9"},
                                "score_ai": {"color": "#f7a35c"},

@@ -175,7 +175,7 @@ class SizingHooks(IStrategy):
         state = self._agent_state(pair, now, equity, scores)
         limits = TradeLimits(allowance=max(allowance, 0.0), max_stop_loss=-self.stoploss)
         decision = agents.decide(learner, state, limits, timeframe=self.timeframe,
-                                 rng=self.brain.rng)
+                                 rng=self.brain.rng_for(pair, self._candle_of(now), "sizing"))
         p = decision.params
         return {"stake": float(p.stake), "size_frac": float(p.size_frac),
                 "hold_candles": int(p.hold_candles), "stop_loss": float(p.stop_loss),

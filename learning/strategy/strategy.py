@@ -124,7 +124,10 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
             raise OperationalException(f"AdvancedLearning configuration: {err}") from err
         runmode = config.get("runmode")
         self._namespace = runmode_namespace(runmode.value if runmode else "other")
-        self._persist = getattr(runmode, "value", runmode) != "hyperopt"
+        # Hyperopt epochs and chart views (FreqUI's backtest view runs the strategy in the
+        # webserver; plot-dataframe) write no state.
+        self._persist = getattr(runmode, "value", runmode) not in ("hyperopt", "webserver",
+                                                                   "plot")
         self.store = StateStore(state_root(config.get("user_data_dir", "user_data"),
                                            self.learning.state_dir, self.learning.identifier,
                                            self._namespace))
@@ -140,11 +143,15 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         self._last_save: datetime | None = None
         self._dirty = False
         self._logged: set[str] = set()
-        self._guard_history: deque[tuple[int, float, float, float, int]] = deque(maxlen=20_000)
+        # (candle open ns, equity, drawdown, day P&L, guard code); a backtest keeps its whole run
+        self._guard_history: deque[tuple[int, float, float, float, int]] = deque(
+            maxlen=20_000 if self._live else None)
         self._trim_to: dict[int, float | None] = {}  # trade id -> stake to trim back to
         self._last_loop: datetime | None = None  # backtests: the last candle's bot loop
         self._run_pending = False  # rebuild the learning state before the next candle
+        self._run_end: datetime | None = None  # backtests: the end of the timerange
         self._init_brain()
+        self._init_charts()
         # The regime detector reads informative candles; freqtrade loads startup_candle_count
         # candles of the main timeframe before a backtest (and at most 5 x 1000 live), so the
         # history it needs is requested up to that limit. With less, regimes start UNKNOWN.
@@ -174,6 +181,7 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
     def _start_learning(self) -> None:
         """The learned state a run starts from (brain, router, trade-parameter agents)."""
         start = self._backtest_start()
+        self._run_end = None if self._live else self._backtest_start(end=True)
         self._load_brain(start)
         self._init_router(start or datetime.now(UTC))
         self._init_sizing(start)
@@ -193,6 +201,7 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         self._equity = self._equity_time = None
         self._closed_count, self._closed_sum = -1, 0.0
         self._guard_history.clear()
+        self._run_decisions.clear()
         self._start_learning()
 
     # Hyperopt sends the strategy to its joblib workers by pickling it. The store holds a lock,
@@ -212,14 +221,16 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         self.router, self.agents, self._policy_agents = None, None, {}
         self._run_pending = True
 
-    def _backtest_start(self) -> datetime | None:
+    def _backtest_start(self, end: bool = False) -> datetime | None:
+        """The start (or ``end``) of the configured timerange, if it names one."""
         from freqtrade.configuration import TimeRange
 
         raw = self.config.get("timerange")
         if not raw:
             return None
         try:
-            return TimeRange.parse_timerange(raw).startdt
+            parsed = TimeRange.parse_timerange(raw)
+            return parsed.stopdt if end else parsed.startdt
         except Exception:
             return None
 
@@ -229,6 +240,8 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
             logger.log(level, msg, *args)
 
     def _save_state(self, force: bool = False, now: datetime | None = None) -> None:
+        if force:
+            self._save_charts()
         if self._persist and (self._brain_dirty or force):
             self._save_brain(now or self._equity_time)
             self._save_agents(now or self._equity_time)
@@ -417,6 +430,8 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
             if self._live:
                 self.dp.send_msg(f"AdvancedLearning risk limit hit: {event}", always_send=True)
         self._record_guard(current_time, equity)
+        if self._run_end is not None and current_time + self.timeframe_to_td() >= self._run_end:
+            self._save_charts()  # the backtest's last candle (a webserver backtest never exits)
         if events or before[0] != self.guard.state.day or self._live:
             self._dirty = True  # live: the peak and last equity move every loop
         # Live: at most once a minute (and at once on a limit). Backtests write on limit events

@@ -63,11 +63,28 @@ def test_unknown_regime_from_too_little_history_is_decided_by_the_most_cautious_
 
 def test_drawdown_above_fallback_uses_rules_without_sampling():
     b = brain()
-    state_before = b.rng.bit_generator.state
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("the fallback sampled a learner")
+
+    b.meta.select = no_sampling
     d = b.decide(T0, "BTC/USDT", STRONG, "CHOPPY", 0.5, 0.11, 0.3)
     assert d.mode == "fallback" and d.learner == "Balanced" and d.weights == {"technical": 1.0}
     assert d.threshold == 0.3
-    assert b.rng.bit_generator.state == state_before
+
+
+def test_decision_with_other_pairs_deciding_first_draws_the_same():
+    alone, crowded = brain(), brain()
+    for i in range(7):  # other pairs' decisions at the same and earlier candles
+        crowded.decide(T0 - timedelta(minutes=5 * i), "BTC/USDT", STRONG, "CHOPPY", 0.5, 0.0, 0.3)
+        crowded.decide(T0, f"P{i}/USDT", STRONG, "CHOPPY", 0.5, 0.0, 0.3)
+    a = alone.decide(T0, "ETH/USDT", STRONG, "CHOPPY", 0.5, 0.0, 0.3)
+    b = crowded.decide(T0, "ETH/USDT", STRONG, "CHOPPY", 0.5, 0.0, 0.3)
+    assert (a.learner, a.weights) == (b.learner, b.weights)
+    # ... and is keyed by pair and candle: another candle or pair draws differently.
+    draws = {tuple(alone.rng_for(p, T0 + timedelta(minutes=m)).random(4))
+             for p in ("ETH/USDT", "SOL/USDT") for m in (0, 5)}
+    assert len(draws) == 4
 
 
 def test_non_finite_scores_are_left_out_and_none_left_means_skip():
