@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -189,6 +190,47 @@ class Brain:
             take=bool(_finite(overall) and overall > threshold), policy=policy)
         self._decisions.append(decision.to_dict())
         return decision
+
+    def could_take(self, scores: dict[str, np.ndarray], unknown: np.ndarray,
+                   entry_threshold: float, fallback_possible: bool) -> np.ndarray:
+        """Per candle: whether some decision :meth:`decide` can make could take it, whatever
+        the learned posteriors are (vectorised, for the strategy's entry candidates).
+
+        A learner's overall score is a weighted mean of the available components whose weights
+        keep ``uniform_mix`` spread evenly, so it is at most (1 - mix) · max + mix · mean; it
+        must beat the lowest threshold of a learner that may decide (the most cautious one's
+        while the regime is UNKNOWN). The rule-based path (drawdown fallback or a ``rule``
+        policy) takes the technical score alone against ``entry_threshold``.
+        """
+        comps = [c for c in COMPONENTS if c in scores]
+        s = np.column_stack([np.asarray(scores[c], dtype="float64") for c in comps])  # (N, C)
+        s = np.where(np.isfinite(s), s, np.nan)
+        if self.config.bandit.enabled:
+            weighted = [i for i, c in enumerate(comps) if c in
+                        self.config.bandit.params.components]
+            s_w = s[:, weighted] if weighted else np.full((len(s), 1), np.nan)
+            mix = self.config.bandit.params.uniform_mix
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: no component
+                bound = (1 - mix) * np.nanmax(s_w, axis=1) + mix * np.nanmean(s_w, axis=1)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                bound = np.nanmean(s, axis=1)
+        force = self.config.meta.force_learner
+        tolerances = [self.meta.profile(n).risk_tolerance for n in self.meta.learner_names]
+        bold = self.meta.profile(force).risk_tolerance if force else max(tolerances)
+        threshold = np.where(self._cautious_mask(unknown), entry_threshold * (2 - min(tolerances)),
+                             entry_threshold * (2 - bold))
+        out = np.nan_to_num(bound, nan=-np.inf) > threshold
+        if fallback_possible and "technical" in scores:
+            out |= np.nan_to_num(np.asarray(scores["technical"], dtype="float64"),
+                                 nan=-np.inf) > entry_threshold
+        return out
+
+    def _cautious_mask(self, unknown: np.ndarray) -> np.ndarray:
+        return np.asarray(unknown, dtype=bool) & (self.config.regime.enabled
+                                                  and self.config.meta.force_learner is None)
 
     # ------------------------------------------------------------------ learning
     def record_close(self, now: datetime, pair: str, decision: dict[str, Any] | None,

@@ -307,12 +307,21 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         return timedelta(minutes=timeframe_to_minutes(self.timeframe))
 
     def populate_entry_trend(self, dataframe: pd.DataFrame, metadata: dict) -> pd.DataFrame:
-        # A candidate only: the weighted score of any learner is a convex combination of the
-        # components, so it can pass the threshold only where some component does. The learned
-        # decision is taken per entry, in custom_stake_amount (see learning.brain.decision).
-        best = dataframe[["score_technical", "score_ai", "score_theme",
-                          "score_sentiment"]].max(axis=1, skipna=True)
-        cond = dataframe["data_ok"] & (best > self.entry_threshold.value)
+        # A candidate only: a candle where some learner could pass its threshold, whatever it
+        # has learned (Brain.could_take), and not in CRISIS when that means cash. The learned
+        # decision is taken per entry, in custom_stake_amount, and charted as taken or refused
+        # (decision_taken / decision_refused).
+        learning = self.learning
+        fallback_possible = (learning.brain.fallback_drawdown < learning.risk.max_drawdown_pct
+                             or learning.router.enabled)
+        could = self.brain.could_take(
+            {c: dataframe[f"score_{c}"].to_numpy() for c in ("technical", "ai", "theme",
+                                                             "sentiment")},
+            (dataframe["regime_id"] == 0).to_numpy(), self.entry_threshold.value,
+            fallback_possible)
+        cash = (learning.risk.crisis_cash_only and learning.regime.enabled) & \
+            (dataframe["regime_id"] == CRISIS_ID)
+        cond = dataframe["data_ok"] & could & ~cash
         dataframe.loc[cond, ["enter_long", "enter_tag"]] = (1, "candidate")
         self.tag_live_candidate(dataframe, metadata["pair"])
         return dataframe

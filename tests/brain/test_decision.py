@@ -127,3 +127,37 @@ def test_state_round_trip_reproduces_the_next_decisions():
         da = a.decide(later, "SOL/USDT", STRONG, "CHOPPY", 0.5, 0.0, 0.3)
         db = b.decide(later, "SOL/USDT", STRONG, "CHOPPY", 0.5, 0.0, 0.3)
         assert da == db
+
+
+def test_could_take_with_every_taken_decision_is_true():
+    """The candidates are a superset of the entries: whatever the posteriors, mode or regime,
+    a decision that takes is on a candle could_take marks."""
+    r = np.random.default_rng(3)
+    for config in ({}, {"bandit": {"params": {"weight_map": "linear"}}},
+                   {"bandit": {"enabled": False}}, {"meta": {"force_learner": "Balanced"}}):
+        b = brain(**config)
+        for i in range(300):
+            # learned posteriors: random outcomes in random regimes
+            scores = {c: (None if c == "ai" and i % 3 == 0 else float(r.uniform(-1, 1)))
+                      for c in ("technical", "ai", "theme", "sentiment")}
+            regime = ["CHOPPY", "BULL_MOMENTUM", "UNKNOWN"][i % 3]
+            dd = 0.12 if i % 7 == 0 else 0.0
+            d = b.decide(T0 + timedelta(minutes=5 * i), "ETH/USDT", scores, regime, 0.5, dd,
+                         0.2)
+            b.record_close(T0, "ETH/USDT", d.to_dict(), float(r.normal(0, 0.02)))
+            could = b.could_take({c: np.array([np.nan if v is None else v])
+                                  for c, v in scores.items()},
+                                 np.array([regime == "UNKNOWN"]), 0.2, fallback_possible=True)
+            if d.take:
+                assert could[0], (config, scores, regime, d)
+
+
+def test_could_take_with_only_sentiment_barely_above_threshold_is_false():
+    b = brain()
+    scores = {"technical": np.array([-1.0, 0.44]), "ai": np.array([np.nan, np.nan]),
+              "theme": np.array([-1.0, 0.0]), "sentiment": np.array([0.32, 0.0])}
+    # row 0: best 0.32 > 0.3, but 0.9 * 0.32 + 0.1 * mean = 0.19 can never pass
+    could = b.could_take(scores, np.array([False, False]), 0.3, fallback_possible=True)
+    assert list(could) == [False, True]
+    cautious = b.could_take(scores, np.array([False, True]), 0.3, fallback_possible=False)
+    assert list(cautious) == [False, False], "UNKNOWN: Conservative's 0.45 bar"

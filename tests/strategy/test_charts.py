@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from freqtrade.enums import RunMode
 
+from learning.core.regimes import REGIME_IDS, Regime
 from strategies.AdvancedLearning import AdvancedLearning
 from tests.conftest import ROOT
 from tests.strategy.test_hooks import FrameProvider, market_frames
@@ -98,3 +99,13 @@ def test_backtest_decisions_and_guard_fill_frequi_backtest_view(tmp_path):
     assert analyze(other, frames)["brain_overall"].isna().all()
     assert not list((tmp_path / "learning/default/other").glob("*")), "a view writes nothing"
     pd.testing.assert_series_equal(shown["score_technical"], df["score_technical"])
+
+
+def test_entry_candidates_with_no_learner_able_to_pass_or_crisis_are_not_marked(tmp_path):
+    s = build(tmp_path, RunMode.BACKTEST)
+    chop, crisis = REGIME_IDS[Regime.CHOPPY], REGIME_IDS[Regime.CRISIS]
+    df = pd.DataFrame({"score_technical": [-1.0, 0.5, 0.5], "score_ai": np.nan,
+                       "score_theme": [-1.0, 0.0, 0.0], "score_sentiment": [0.32, 0.0, 0.0],
+                       "regime_id": [chop, chop, crisis], "data_ok": True})
+    out = s.populate_entry_trend(df, {"pair": PAIR})
+    assert list(out["enter_long"].fillna(0)) == [0, 1, 0]
