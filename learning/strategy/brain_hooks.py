@@ -267,6 +267,8 @@ class BrainHooks(IStrategy):
         dataframe["regime_id"] = dataframe["regime_id"].fillna(0).astype(int)
         dataframe["regime"] = dataframe["regime_id"].map(
             lambda i: REGIME_BY_ID.get(int(i), Regime.UNKNOWN).value)
+        likely = self._most_probable(dataframe)
+        dataframe["regime_held"] = ((likely != dataframe["regime"]) & likely.notna()).astype(int)
         return dataframe
 
     # ------------------------------------------------------------------ decisions

@@ -203,7 +203,9 @@ class ChartHooks(IStrategy):
                     ("sentiment", "#e4d354"))},
                 "Regime": {**{f"regime_prob_{r}": {"color": c}
                               for r, c in regime_colors.items()},
-                           "regime_confidence": {"color": "#17becf"}},
+                           "regime_confidence": {"color": "#17becf"},
+                           # 1 where the regime used (the shading) is not the most probable one
+                           "regime_held": {"color": "#bcbd22", "type": "bar"}},
                 "Equity drawdown": {"guard_drawdown": {"color": "#e4572e"},
                                     "guard_day_pnl": {"color": "#17bebb"}},
                 "Risk guard": {"guard_state": {"color": "#000000", "type": "bar"}},
@@ -221,7 +223,11 @@ class ChartHooks(IStrategy):
 
     def plot_annotations(self, pair: str, start_date: datetime, end_date: datetime,
                          dataframe: pd.DataFrame, **kwargs: Any) -> list[dict[str, Any]]:
-        """Shade each regime segment of the visible range (FreqUI draws these areas)."""
+        """Shade each segment of the regime the strategy used (FreqUI draws these areas).
+
+        The used regime is the detector's after its minimum dwell and switching margin, so for
+        a few candles after a change it can differ from the most probable regime in the Regime
+        subplot; such a segment says so (and ``regime_held`` is 1 there)."""
         if dataframe is None or "regime" not in dataframe or dataframe.empty:
             return []
         colors = {"BULL_MOMENTUM": "rgba(44,160,44,0.10)", "BEAR_DEFENSIVE": "rgba(214,39,40,0.10)",
@@ -229,13 +235,30 @@ class ChartHooks(IStrategy):
                   "THEME_DRIVEN": "rgba(148,103,189,0.12)"}
         dates = pd.to_datetime(dataframe["date"], utc=True)
         regime = dataframe["regime"].astype(str)
-        seg = (regime != regime.shift()).cumsum()
+        likely = self._most_probable(dataframe)
+        held = (likely != regime) & likely.notna()
+        seg = ((regime != regime.shift()) | (held != held.shift())).cumsum()
+        dwell = self.learning.regime.detector.min_dwell
         out = []
         for _, idx in regime.groupby(seg).groups.items():
             name = regime.loc[idx[0]]
             if name not in colors:
                 continue
+            label = f"{name} (regime the strategy used)"
+            if held.loc[idx[0]]:
+                label = (f"{name} (regime the strategy used, held by the {dwell}-candle minimum "
+                         f"dwell; most probable: {likely.loc[idx].mode().iloc[0]})")
             out.append({"type": "area", "start": dates.loc[idx[0]].to_pydatetime(),
                         "end": (dates.loc[idx[-1]] + self.timeframe_to_td()).to_pydatetime(),
-                        "label": name, "color": colors[name]})
+                        "label": label, "color": colors[name]})
         return out[-200:]
+
+    @staticmethod
+    def _most_probable(dataframe: pd.DataFrame) -> pd.Series:
+        """The regime with the highest probability per candle (None while all are 0)."""
+        cols = [c for c in dataframe.columns if c.startswith("regime_prob_")]
+        if not cols:
+            return pd.Series(None, index=dataframe.index, dtype=object)
+        probs = dataframe[cols].fillna(0.0)
+        best = probs.idxmax(axis=1).str.removeprefix("regime_prob_")
+        return best.where(probs.max(axis=1) > 0)

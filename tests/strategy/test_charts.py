@@ -109,3 +109,26 @@ def test_entry_candidates_with_no_learner_able_to_pass_or_crisis_are_not_marked(
                        "regime_id": [chop, chop, crisis], "data_ok": True})
     out = s.populate_entry_trend(df, {"pair": PAIR})
     assert list(out["enter_long"].fillna(0)) == [0, 1, 0]
+
+
+def test_regime_shading_with_the_dwell_rule_holding_says_so(tmp_path):
+    from learning.core.regimes import PROB_COLUMNS
+
+    s = build(tmp_path, RunMode.BACKTEST)
+    n = 6
+    df = pd.DataFrame({"date": pd.date_range("2025-01-01", periods=n, freq="5min", tz="UTC"),
+                       "regime": ["CHOPPY"] * 2 + ["BEAR_DEFENSIVE"] * 4})
+    for col in PROB_COLUMNS:
+        df[col] = 0.0
+    df.loc[:1, "regime_prob_CHOPPY"] = 0.9
+    df.loc[2:3, "regime_prob_BEAR_DEFENSIVE"] = 0.8
+    df.loc[4:, ["regime_prob_BEAR_DEFENSIVE", "regime_prob_CHOPPY"]] = (0.08, 0.89)  # held
+
+    areas = s.plot_annotations(PAIR, df["date"].iloc[0], df["date"].iloc[-1], df)
+
+    assert [a["label"].split(" ")[0] for a in areas] == ["CHOPPY", "BEAR_DEFENSIVE",
+                                                         "BEAR_DEFENSIVE"]
+    assert all("regime the strategy used" in a["label"] for a in areas)
+    assert "held by the 6-candle minimum dwell; most probable: CHOPPY" in areas[2]["label"]
+    assert areas[2]["start"] == df["date"].iloc[4] and "held" not in areas[1]["label"]
+    assert "regime_held" in s.plot_config["subplots"]["Regime"]
