@@ -51,6 +51,19 @@ from learning.strategy.sizing import NOT_RL, SizingHooks
 logger = logging.getLogger(__name__)
 
 RISK_STATE_NAME = "risk"
+#: What the guard's events and blocking reasons mean, in the messages users get.
+GUARD_EVENTS = {
+    "daily_loss_limit": "daily loss limit: entries and adds blocked for the rest of the UTC day, "
+                        "open positions exited",
+    "max_drawdown": "max drawdown: positions flattened, entries halted until "
+                    "`ftlearn resume --reset-drawdown`",
+    "manual_halt": "manual halt: new entries and adds stopped (`ftlearn resume` lifts it)",
+    "manual_resume": "manual halt lifted",
+    "drawdown_reset": "drawdown halt reset: the equity peak restarts from current equity",
+    "max_drawdown_halt": "the max-drawdown halt is on (`ftlearn resume --reset-drawdown`)",
+    "daily_loss_halt": "the daily loss limit was hit today",
+    "crisis_cash_only": "CRISIS regime (cash only)",
+}
 #: An add that leaves a trade more than this fraction above the cap was not sized by the guard
 #: (the strategy's own adds are clamped to the cap at the same candle's equity).
 OVER_CAP_TOLERANCE = 0.02
@@ -140,7 +153,7 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         self._closed_count, self._closed_sum = -1, 0.0
         self._equity_time: datetime | None = None
         self._control_mtime: float | None = None
-        self._last_save: datetime | None = None
+        self._last_save: datetime | None = None  # live: the last save of the learned state
         self._dirty = False
         self._logged: set[str] = set()
         # (candle open ns, equity, drawdown, day P&L, guard code); a backtest keeps its whole run
@@ -150,6 +163,7 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         self._last_loop: datetime | None = None  # backtests: the last candle's bot loop
         self._run_pending = False  # rebuild the learning state before the next candle
         self._run_end: datetime | None = None  # backtests: the end of the timerange
+        self._crisis_was: bool | None = None  # live: CRISIS at the last loop (None: unknown)
         self._init_brain()
         self._init_charts()
         # The regime detector reads informative candles; freqtrade loads startup_candle_count
@@ -245,13 +259,17 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         if self._persist and (self._brain_dirty or force):
             self._save_brain(now or self._equity_time)
             self._save_agents(now or self._equity_time)
-        if not self._persist or not (self._dirty or force):
+        if self._dirty or force:
+            self._save_risk(now)
+
+    def _save_risk(self, now: datetime | None) -> None:
+        if not self._persist:
             return
         try:
             self.store.save_json(RISK_STATE_NAME, self.guard.state.to_state(),
                                  schema=RISK_SCHEMA, meta={"runmode": self._namespace,
                                                            "data_end": now or self._equity_time})
-            self._dirty, self._last_save = False, now or self._last_save
+            self._dirty = False
         except Exception as err:  # never break trading on a failed write; say so loudly
             logger.error("AdvancedLearning: could not save risk state: %s", err)
 
@@ -414,7 +432,23 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         for event in self.guard.apply_control(now, control.halted, control.reason,
                                               control.reset_token, self._equity):
             self._dirty = True
-            logger.warning("AdvancedLearning: %s (%s)", event, control.reason or "by user")
+            self._notify(f"AdvancedLearning: {GUARD_EVENTS.get(event, event)} "
+                         f"({control.reason or 'by user'})")
+
+    def _notify(self, message: str) -> None:
+        """A guard event for the user: logged, and in dry/live sent as a strategy message
+        (Telegram and other handlers with ``allow_custom_messages``; FreqUI shows the log)."""
+        logger.warning(message)
+        if self._live and self.dp is not None:
+            try:
+                self.dp.send_msg(message, always_send=True)
+            except Exception as err:  # a message never stops trading
+                self._log_once("send-msg", "AdvancedLearning: could not send a message: %s", err)
+
+    def _refuse_forced(self, pair: str, entry_tag: str | None, why: str) -> None:
+        """freqtrade answers a refused /forceenter with "Failed to enter position"; say why."""
+        if entry_tag == "force_entry":
+            self._notify(f"AdvancedLearning: forced entry on {pair} refused: {why}")
 
     def bot_loop_start(self, current_time: datetime, **kwargs: Any) -> None:
         if self._live:
@@ -434,23 +468,36 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         before = (self.guard.state.day, self.guard.state.peak_equity)
         events = self.guard.observe(current_time, equity)
         for event in events:
-            logger.warning("AdvancedLearning risk limit: %s at %s (equity %.2f)", event,
-                           current_time, equity)
-            if self._live:
-                self.dp.send_msg(f"AdvancedLearning risk limit hit: {event}", always_send=True)
+            self._notify(f"AdvancedLearning risk limit hit: {GUARD_EVENTS.get(event, event)} "
+                         f"at {current_time:%Y-%m-%d %H:%M} UTC (equity {equity:.2f})")
+        if self._live:  # CRISIS on (also at start-up) and off
+            crisis = self.crisis(current_time)
+            if crisis != bool(self._crisis_was):
+                cash = self.learning.risk.crisis_cash_only
+                self._notify("AdvancedLearning: " + (
+                    ("CRISIS regime: cash only, entries blocked, open positions exited" if cash
+                     else "CRISIS regime (crisis_cash_only is off: trading on)") if crisis
+                    else "CRISIS regime over: entries allowed again"))
+            self._crisis_was = crisis
         self._record_guard(current_time, equity)
         if self._run_end is not None and current_time + self.timeframe_to_td() >= self._run_end:
             self._save_charts()  # the backtest's last candle (a webserver backtest never exits)
         if events or before[0] != self.guard.state.day or self._live:
             self._dirty = True  # live: the peak and last equity move every loop
-        # Live: at most once a minute (and at once on a limit). Backtests write on limit events
-        # and at exit only: a synced write per simulated day cost seconds per backtest.
-        due = self._live and (self._last_save is None
-                              or current_time - self._last_save >= timedelta(minutes=1))
-        if self._dirty and (events or due):
+        if self._live:
+            # The guard's state every loop: `ftlearn status` reads it, and a halt or a limit
+            # must show there within a loop (~5 s), not a minute later; it is a few KB. The
+            # learned state (and agents) at most once a minute, and at once on a closed trade.
+            if self._brain_dirty and (self._last_save is None or current_time -
+                                      self._last_save >= timedelta(minutes=1)):
+                self._save_brain(current_time)
+                self._save_agents(current_time)
+                self._last_save = current_time
+            self._save_risk(current_time)
+        elif self._dirty and events:
+            # Backtests write on limit events and at exit only: a synced write per simulated
+            # day cost seconds per backtest.
             self._save_state(now=current_time)
-        elif due and self._brain_dirty:
-            self._save_brain(current_time)
 
     # ------------------------------------------------------------------ entries
     def initial_stake_share(self) -> float:
@@ -464,9 +511,11 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
                             **kwargs: Any) -> float:
         equity = self._current_equity(current_time)
         if equity is None:
+            self._refuse_forced(pair, entry_tag, "equity unknown")
             return 0.0
         decision = self.decide_entry(pair, current_time, entry_tag)
         if decision is None or not decision.take:
+            self._refuse_forced(pair, entry_tag, "no analysed candle for the pair yet")
             return 0.0
         learned = decision.mode in ("learned", "cautious")  # a learner sized it
         share = decision.stake_share if learned else 1.0
@@ -482,6 +531,8 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
                                          crisis=self.crisis(current_time))
         if not verdict:
             self._pending.pop(pair, None)
+            self._refuse_forced(pair, entry_tag, ", ".join(
+                GUARD_EVENTS.get(r, r) for r in verdict.reasons))
             self._log_once(f"refused-{current_time:%Y-%m-%d}-{verdict.reasons}",
                            "AdvancedLearning: entries refused on %s: %s", current_time.date(),
                            ", ".join(verdict.reasons), level=logging.INFO)
@@ -498,6 +549,8 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         if equity is None or blocks:
             logger.info("AdvancedLearning: entry on %s vetoed: %s", pair,
                         ", ".join(blocks) or "equity unknown")
+            self._refuse_forced(pair, entry_tag, ", ".join(
+                GUARD_EVENTS.get(b, b) for b in blocks) or "equity unknown")
             self._pending.pop(pair, None)
             return False
         pending = self._pending.get(pair)
@@ -505,6 +558,7 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
             return False
         # Defence in depth: whatever path sized this order, it must fit under the cap.
         if amount * rate > self.guard.max_stake(equity) * (1 + 1e-9):
+            self._refuse_forced(pair, entry_tag, f"stake {amount * rate:.2f} above the cap")
             logger.warning("AdvancedLearning: entry on %s vetoed: stake %.2f above the %.0f%% "
                            "cap of equity %.2f", pair, amount * rate,
                            100 * self.learning.risk.max_position_pct, equity)
