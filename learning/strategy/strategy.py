@@ -53,17 +53,23 @@ logger = logging.getLogger(__name__)
 RISK_STATE_NAME = "risk"
 #: What the guard's events and blocking reasons mean, in the messages users get.
 GUARD_EVENTS = {
-    "daily_loss_limit": "daily loss limit: entries and adds blocked for the rest of the UTC day, "
-                        "open positions exited",
-    "max_drawdown": "max drawdown: positions flattened, entries halted until "
-                    "`ftlearn resume --reset-drawdown`",
-    "manual_halt": "manual halt: new entries and adds stopped (`ftlearn resume` lifts it)",
-    "manual_resume": "manual halt lifted",
-    "drawdown_reset": "drawdown halt reset: the equity peak restarts from current equity",
-    "max_drawdown_halt": "the max-drawdown halt is on (`ftlearn resume --reset-drawdown`)",
+    "daily_loss_limit": "entries and adds blocked for the rest of the UTC day, open positions "
+                        "exited",
+    "max_drawdown": "positions flattened, entries halted until `ftlearn resume "
+                    "--reset-drawdown`",
+    "manual_halt": "new entries and adds stopped until `ftlearn resume`",
+    "manual_resume": "the manual halt is lifted",
+    "drawdown_reset": "the drawdown halt is lifted, the equity peak restarts from equity now",
+    "max_drawdown_halt": "entries halted since the drawdown limit; `ftlearn resume "
+                         "--reset-drawdown` lifts it",
     "daily_loss_halt": "the daily loss limit was hit today",
-    "crisis_cash_only": "CRISIS regime (cash only)",
+    "crisis_cash_only": "CRISIS regime, cash only",
 }
+
+
+def describe(code: str) -> str:
+    """A guard event or blocking reason with what it means (``manual_halt (new entries ...)``)."""
+    return f"{code} ({GUARD_EVENTS[code]})" if code in GUARD_EVENTS else code
 #: An add that leaves a trade more than this fraction above the cap was not sized by the guard
 #: (the strategy's own adds are clamped to the cap at the same candle's equity).
 OVER_CAP_TOLERANCE = 0.02
@@ -432,8 +438,8 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         for event in self.guard.apply_control(now, control.halted, control.reason,
                                               control.reset_token, self._equity):
             self._dirty = True
-            self._notify(f"AdvancedLearning: {GUARD_EVENTS.get(event, event)} "
-                         f"({control.reason or 'by user'})")
+            self._notify(f"AdvancedLearning: {describe(event)}; reason: "
+                         f"{control.reason or 'by user'}")
 
     def _notify(self, message: str) -> None:
         """A guard event for the user: logged, and in dry/live sent as a strategy message
@@ -468,8 +474,8 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         before = (self.guard.state.day, self.guard.state.peak_equity)
         events = self.guard.observe(current_time, equity)
         for event in events:
-            self._notify(f"AdvancedLearning risk limit hit: {GUARD_EVENTS.get(event, event)} "
-                         f"at {current_time:%Y-%m-%d %H:%M} UTC (equity {equity:.2f})")
+            self._notify(f"AdvancedLearning risk limit hit: {describe(event)} at "
+                         f"{current_time:%Y-%m-%d %H:%M} UTC, equity {equity:.2f}")
         if self._live:  # CRISIS on (also at start-up) and off
             crisis = self.crisis(current_time)
             if crisis != bool(self._crisis_was):
@@ -531,8 +537,7 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
                                          crisis=self.crisis(current_time))
         if not verdict:
             self._pending.pop(pair, None)
-            self._refuse_forced(pair, entry_tag, ", ".join(
-                GUARD_EVENTS.get(r, r) for r in verdict.reasons))
+            self._refuse_forced(pair, entry_tag, ", ".join(map(describe, verdict.reasons)))
             self._log_once(f"refused-{current_time:%Y-%m-%d}-{verdict.reasons}",
                            "AdvancedLearning: entries refused on %s: %s", current_time.date(),
                            ", ".join(verdict.reasons), level=logging.INFO)
@@ -549,8 +554,8 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         if equity is None or blocks:
             logger.info("AdvancedLearning: entry on %s vetoed: %s", pair,
                         ", ".join(blocks) or "equity unknown")
-            self._refuse_forced(pair, entry_tag, ", ".join(
-                GUARD_EVENTS.get(b, b) for b in blocks) or "equity unknown")
+            self._refuse_forced(pair, entry_tag, ", ".join(map(describe, blocks))
+                                or "equity unknown")
             self._pending.pop(pair, None)
             return False
         pending = self._pending.get(pair)

@@ -178,6 +178,12 @@ def test_dry_run_trades_adjusts_halts_and_resumes_after_restart(bot, real_data_d
     assert resp.status_code == 200, resp.text
     trade = open_trade(bot, pair_a)
     balance = bot.get("balance")["total"]
+    # FreqUI's chart of the pair shows that decision at its candle, at once (not a candle later).
+    chart = bot.get("pair_candles", pair=pair_a, timeframe="5m")
+    decided = [r for r in (dict(zip(chart["columns"], row)) for row in chart["data"])
+               if r["brain_overall"] is not None]
+    assert decided and decided[-1]["decision_taken"] is not None, chart["columns"]
+    assert decided[-1]["w_technical"] is not None and decided[-1]["brain_threshold"] is not None
     # The guard sized the entry: at most 20% of equity.
     assert trade["stake_amount"] <= 0.20 * balance * 1.001
 
@@ -212,6 +218,10 @@ def test_dry_run_trades_adjusts_halts_and_resumes_after_restart(bot, real_data_d
     resp = bot.post("forceenter", {"pair": pair_b})
     time.sleep(3)
     assert not [t for t in bot.get("status") if t["pair"] == pair_b], resp.text
+    # ... and says why, as a strategy message (Telegram; FreqUI's log), not only "Failed to
+    # enter position".
+    bot.wait_for(lambda: f"Sending rpc strategy_msg: AdvancedLearning: forced entry on {pair_b} "
+                 "refused: manual_halt" in bot.log_text(), 30, "the refusal's message")
     assert ftlearn(["resume", *cli_cfg]) == 0
     bot.wait_for(lambda: "manual_resume" in bot.log_text(), 30, "the bot to resume")
 

@@ -41,17 +41,19 @@ def test_guard_events_with_dry_run_go_out_as_strategy_messages(tmp_path, caplog)
     s.bot_loop_start(T0)
     with caplog.at_level(logging.WARNING, logger="learning.strategy.strategy"):
         s.bot_loop_start(T0 + timedelta(minutes=5))  # -3%: the daily loss limit
-    assert any("daily loss limit" in m for m in s.dp.sent), s.dp.sent
-    assert "daily loss limit" in caplog.text
+    assert any("risk limit hit: daily_loss_limit (entries and adds blocked" in m
+               for m in s.dp.sent), s.dp.sent
+    assert "daily_loss_limit (entries and adds blocked" in caplog.text
 
     s.compute_equity = lambda now: 9_700.0
     halt(s.store, "news", T0)
     s.bot_loop_start(T0 + timedelta(minutes=10))
-    assert "manual halt" in s.dp.sent[-1] and "(news)" in s.dp.sent[-1]
+    assert "manual_halt (new entries and adds stopped" in s.dp.sent[-1]
+    assert s.dp.sent[-1].endswith("reason: news")
     resume(s.store, T0 + timedelta(minutes=11))
     s._control_mtime = None  # same-second writes: poll again
     s.bot_loop_start(T0 + timedelta(minutes=15))
-    assert "manual halt lifted" in s.dp.sent[-1]
+    assert "manual_resume (the manual halt is lifted)" in s.dp.sent[-1]
 
     s.crisis = lambda now: True
     s.bot_loop_start(T0 + timedelta(minutes=20))
@@ -75,7 +77,7 @@ def test_forced_entry_refused_by_the_guard_says_why(tmp_path):
 
     assert not ok
     assert s.dp.sent[-1].startswith("AdvancedLearning: forced entry on ETH/USDT refused: "
-                                    "manual halt")
+                                    "manual_halt (new entries and adds stopped")
     # The bot's own (non-forced) entries refused by the guard do not flood the messages.
     n = len(s.dp.sent)
     s.confirm_trade_entry("ETH/USDT", "market", 1.0, 2000.0, "GTC", T0, "candidate", "long")
