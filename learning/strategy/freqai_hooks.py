@@ -83,7 +83,8 @@ class FreqAIHooks(IStrategy):
         dataframe["&-anomaly"] = 0.0
         return dataframe
 
-    def ai_score(self, dataframe: pd.DataFrame) -> pd.Series:
+    @staticmethod
+    def ai_score(dataframe: pd.DataFrame) -> pd.Series:
         """The *ai* component in [-1, 1] from the model's predictions; NaN where it abstains.
 
         Regressors: the predicted return in units of the label's spread over its training

@@ -24,16 +24,16 @@ FROZEN = {"advanced_learning": {"meta": {"learn": False},
 
 
 @pytest.fixture(scope="module")
-def run(real_data_dir, tmp_path_factory):
+def run(market_data_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bias")
     user_dir = tmp / "user_data"
     user_dir.mkdir()
     overlay = tmp / "overlay.json"
     overlay.write_text(json.dumps({"user_data_dir": str(user_dir)}))
-    with local_exchange(real_data_dir, tmp / "exchange") as exchange:
+    with local_exchange(market_data_dir, tmp / "exchange") as exchange:
         def freqtrade(command: str, *extra: str, configs=()) -> str:
             cmd = [*freqtrade_command(), command, "--strategy", "AdvancedLearning",
-                   "--datadir", str(real_data_dir), "--timerange", TIMERANGE]
+                   "--datadir", str(market_data_dir), "--timerange", TIMERANGE]
             for c in (ROOT / "config.json", exchange.overlay, overlay, *configs):
                 cmd += ["--config", str(c)]
             # Wide enough that rich neither wraps the log lines nor squeezes the tables.

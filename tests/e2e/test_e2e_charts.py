@@ -35,7 +35,7 @@ class Webserver(Bot):
                       .get("status") == "pong", 120, "the webserver to answer /ping")
 
 
-def test_backtest_view_pair_history_carries_the_runs_decisions(real_data_dir, tmp_path):
+def test_backtest_view_pair_history_carries_the_runs_decisions(market_data_dir, tmp_path):
     user_dir = tmp_path / "user_data"
     user_dir.mkdir()
     port = free_port()
@@ -45,16 +45,16 @@ def test_backtest_view_pair_history_carries_the_runs_decisions(real_data_dir, tm
         "exchange": {"pair_whitelist": PAIRS},
         "api_server": {"enabled": True, "listen_ip_address": "127.0.0.1", "listen_port": port,
                        "username": AUTH[0], "password": AUTH[1], "jwt_secret_key": "y" * 40}}))
-    with local_exchange(real_data_dir, tmp_path / "exchange") as ex:
+    with local_exchange(market_data_dir, tmp_path / "exchange") as ex:
         run = freqtrade_backtest(configs=[ROOT / "config.json", overlay], overlay=ex.overlay,
-                                 datadir=real_data_dir, timerange=TIMERANGE,
+                                 datadir=market_data_dir, timerange=TIMERANGE,
                                  result_dir=tmp_path / "results", timeout=900)
         assert run.returncode == 0, run.output[-3000:]
         trades = run.trades("AdvancedLearning")
         assert len(trades) > 0
         server = Webserver([ROOT / "config.json", ex.overlay, overlay], tmp_path / "web.log",
                            port)
-        server.datadir = real_data_dir
+        server.datadir = market_data_dir
         server.start()
         try:
             pair = trades["pair"].iloc[0]

@@ -1,5 +1,5 @@
 """End to end: ``freqtrade trade`` (dry-run) with the REST API on 127.0.0.1 against the local
-exchange replaying real candles: ping, status, pair_candles with the strategy's columns, a forced
+exchange replaying real (or synthetic) candles: ping, status, pair_candles with the strategy's columns, a forced
 entry that fills, a rule-based position adjustment, a manual over-cap add trimmed back, a manual
 halt from the CLI, then a restart after which the trade and the learned (risk) state resume where
 they were."""
@@ -106,8 +106,8 @@ class Bot:
 
 
 @pytest.fixture
-def bot(real_data_dir, tmp_path):
-    with local_exchange(real_data_dir, tmp_path / "exchange") as ex:
+def bot(market_data_dir, tmp_path):
+    with local_exchange(market_data_dir, tmp_path / "exchange") as ex:
         user_dir = tmp_path / "user_data"
         user_dir.mkdir()
         port = free_port()
@@ -159,9 +159,9 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
             for p in folder.rglob("*") if p.is_file()}
 
 
-def test_dry_run_trades_adjusts_halts_and_resumes_after_restart(bot, real_data_dir):
+def test_dry_run_trades_adjusts_halts_and_resumes_after_restart(bot, market_data_dir):
     cli_cfg = sum((["-c", c] for c in bot.configs_for_cli), [])
-    served_before = snapshot(real_data_dir)
+    served_before = snapshot(market_data_dir)
     bot.start()
     assert bot.get("ping")["status"] == "pong"
 
@@ -262,4 +262,4 @@ def test_dry_run_trades_adjusts_halts_and_resumes_after_restart(bot, real_data_d
     assert restored["peak_equity"] >= saved["peak_equity"]
     assert restored["reset_token_applied"] == saved["reset_token_applied"]
     # The replayed (time-shifted) candles went to a scratch folder, never into the served data.
-    assert snapshot(real_data_dir) == served_before
+    assert snapshot(market_data_dir) == served_before

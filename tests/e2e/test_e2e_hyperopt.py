@@ -39,10 +39,10 @@ def run_hyperopt(exchange, datadir, tmp_path, jobs: int) -> dict[float, dict]:
     return {e["params_dict"]["entry_threshold"]: e["results_metrics"] for e in epochs}
 
 
-def test_parallel_hyperopt_epochs_depend_only_on_their_parameters(real_data_dir, tmp_path):
-    with local_exchange(real_data_dir, tmp_path / "exchange") as exchange:
-        parallel = run_hyperopt(exchange, real_data_dir, tmp_path, jobs=2)
-        serial = run_hyperopt(exchange, real_data_dir, tmp_path, jobs=1)  # one instance reused
+def test_parallel_hyperopt_epochs_depend_only_on_their_parameters(market_data_dir, tmp_path):
+    with local_exchange(market_data_dir, tmp_path / "exchange") as exchange:
+        parallel = run_hyperopt(exchange, market_data_dir, tmp_path, jobs=2)
+        serial = run_hyperopt(exchange, market_data_dir, tmp_path, jobs=1)  # one instance reused
     assert any(m["total_trades"] > 0 for m in parallel.values()), "the epochs trade"
     shared = set(parallel) & set(serial)
     assert len(shared) >= EPOCHS - 1, (sorted(parallel), sorted(serial))
