@@ -95,14 +95,15 @@ class BrainHooks(IStrategy):
         self._save_champion()
 
     def _run_db(self) -> Path:
-        """A backtest's copy of the policy database: in its state folder, or in hyperopt (whose
-        epochs run in parallel processes) a folder of this process that each epoch rewrites."""
+        """A backtest's copy of the policy database: in its state folder, or where the run
+        persists nothing (hyperopt, whose epochs run in parallel processes; chart views; the
+        bias tools) a temporary folder of this process that each run rewrites."""
         if self._persist:
             return self.store.root / "policy_bandit.db"
         import os
         import tempfile
 
-        return Path(tempfile.gettempdir()) / f"advl-hyperopt-{os.getpid()}" / "policy_bandit.db"
+        return Path(tempfile.gettempdir()) / f"advl-run-{os.getpid()}" / "policy_bandit.db"
 
     def _save_champion(self) -> None:
         """Remember the router's champion in the state folder: what trades when the database

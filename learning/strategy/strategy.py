@@ -70,6 +70,8 @@ GUARD_EVENTS = {
 def describe(code: str) -> str:
     """A guard event or blocking reason with what it means (``manual_halt (new entries ...)``)."""
     return f"{code} ({GUARD_EVENTS[code]})" if code in GUARD_EVENTS else code
+
+
 #: An add that leaves a trade more than this fraction above the cap was not sized by the guard
 #: (the strategy's own adds are clamped to the cap at the same candle's equity).
 OVER_CAP_TOLERANCE = 0.02
@@ -143,10 +145,11 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
             raise OperationalException(f"AdvancedLearning configuration: {err}") from err
         runmode = config.get("runmode")
         self._namespace = runmode_namespace(runmode.value if runmode else "other")
-        # Hyperopt epochs and chart views (FreqUI's backtest view runs the strategy in the
-        # webserver; plot-dataframe) write no state.
-        self._persist = getattr(runmode, "value", runmode) not in ("hyperopt", "webserver",
-                                                                   "plot")
+        # Hyperopt epochs, chart views (FreqUI's backtest view runs the strategy in the
+        # webserver; plot-dataframe) and the utility commands (lookahead- and
+        # recursive-analysis build dozens of instances) write no state.
+        self._persist = getattr(runmode, "value", runmode) not in (
+            "hyperopt", "webserver", "plot", "util_exchange", "util_no_exchange")
         self.store = StateStore(state_root(config.get("user_data_dir", "user_data"),
                                            self.learning.state_dir, self.learning.identifier,
                                            self._namespace))

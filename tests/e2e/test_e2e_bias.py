@@ -84,3 +84,10 @@ def test_recursive_analysis_at_the_strategy_startup_shows_no_variance(run):
             assert value in ("-", "0.000%", "-0.000%"), (cells[0], value)
             checked += 1
     assert checked >= 10, output[-3000:]
+
+
+def test_bias_tools_write_no_learning_state(run):
+    freqtrade, tmp = run
+    freqtrade("recursive-analysis", "--startup-candle", "999")
+    written = [p for p in (tmp / "user_data").rglob("*") if p.is_file() and "learning" in p.parts]
+    assert not written, written
