@@ -101,9 +101,11 @@ class ChartHooks(IStrategy):
         if self._live or not self._persist or not timerange or self._namespace != "backtest":
             return
         g = list(self._guard_history)
+        digits = (2, 6, 6, 0)  # equity in quote currency, drawdown and day P&L ratios, code
         data = {"timeframe": self.timeframe, "timerange": timerange,
                 "guard": {"t": [r[0] for r in g],
-                          **{c: [r[i + 1] for r in g] for i, c in enumerate(GUARD_COLUMNS)}},
+                          **{c: [round(r[i + 1], digits[i]) for r in g]
+                             for i, c in enumerate(GUARD_COLUMNS)}},
                 "decisions": self._run_decisions}
         try:
             self.store.save_json(charts_name(timerange), data, schema=CHARTS_SCHEMA,
