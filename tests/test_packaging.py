@@ -2,10 +2,11 @@
 
 pip before 23.3 compares extra names literally: ``freqtrade[freqai_rl]`` does not match the
 extra ``freqai-rl`` that freqtrade publishes, so pip warns and leaves stable-baselines3 out.
-The resolution test runs that pip (ensurepip's bundled wheel) on this project offline: every
-distribution of this environment becomes a metadata-only wheel in a local folder, and
-``pip install --dry-run --ignore-installed --no-index --report`` resolves the project against
-exactly those versions, as a fresh venv would.
+The resolution test runs that pip (ensurepip's bundled wheel) offline: every distribution of
+this environment becomes a metadata-only wheel in a local folder, and so does this project, its
+requirements copied verbatim from pyproject.toml (what ``pip install .`` would build, without
+needing a build backend of a given version); ``pip install --dry-run --ignore-installed
+--no-index --report`` then resolves it against exactly those versions, as a fresh venv would.
 """
 
 from __future__ import annotations
@@ -46,19 +47,28 @@ def test_freqtrade_extras_with_published_spelling_match_verbatim():
     assert {"freqai", "freqai-rl", "hyperopt"} <= req.extras
 
 
+def _wheel(folder: Path, name: str, version: str, metadata: str) -> None:
+    info = f"{_norm(name)}-{version}.dist-info"
+    with zipfile.ZipFile(folder / f"{_norm(name)}-{version}-py3-none-any.whl", "w") as z:
+        z.writestr(f"{info}/METADATA", metadata)
+        z.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\n"
+                   "Root-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(f"{info}/RECORD", "")
+
+
 def _metadata_wheels(folder: Path) -> None:
-    """One metadata-only wheel per installed distribution (name, version, dependencies)."""
+    """One metadata-only wheel per installed distribution (name, version, dependencies), and
+    one for this project from pyproject.toml."""
     folder.mkdir()
     for dist in md.distributions():
         name = dist.metadata["Name"]
-        if not name or _norm(name) == _norm(OWN_NAME):
-            continue
-        info = f"{_norm(name)}-{dist.version}.dist-info"
-        with zipfile.ZipFile(folder / f"{_norm(name)}-{dist.version}-py3-none-any.whl", "w") as z:
-            z.writestr(f"{info}/METADATA", dist.read_text("METADATA") or "")
-            z.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\n"
-                       "Root-Is-Purelib: true\nTag: py3-none-any\n")
-            z.writestr(f"{info}/RECORD", "")
+        if name and _norm(name) != _norm(OWN_NAME):
+            _wheel(folder, name, dist.version, dist.read_text("METADATA") or "")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    lines = ["Metadata-Version: 2.1", f"Name: {project['name']}",
+             f"Version: {project['version']}", f"Requires-Python: {project['requires-python']}",
+             *(f"Requires-Dist: {r}" for r in project["dependencies"])]
+    _wheel(folder, project["name"], project["version"], "\n".join(lines) + "\n")
 
 
 def test_plain_install_with_python_bundled_pip_resolves_stable_baselines3_and_optuna(tmp_path):
@@ -73,8 +83,8 @@ def test_plain_install_with_python_bundled_pip_resolves_stable_baselines3_and_op
     env["PIP_CONFIG_FILE"] = os.devnull
     done = subprocess.run(
         [sys.executable, str(bundled[-1] / "pip"), "install", "--dry-run", "--ignore-installed",
-         "--no-index", "--find-links", str(wheels), "--no-build-isolation",
-         "--report", str(report), "--quiet", str(ROOT)],
+         "--no-index", "--find-links", str(wheels), "--report", str(report), "--quiet",
+         OWN_NAME],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "does not provide the extra" not in done.stderr, done.stderr
