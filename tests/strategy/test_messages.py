@@ -10,11 +10,19 @@ from datetime import UTC, datetime, timedelta
 
 from freqtrade.enums import RunMode
 
-from learning.core.control import halt, resume
+from learning.core.control import Command, append_command
 from strategies.AdvancedLearning import AdvancedLearning
 from tests.conftest import ROOT
 
 T0 = datetime(2025, 6, 2, 12, tzinfo=UTC)
+
+
+def halt(store, reason, now):
+    append_command(store.root, Command.new("halt", now, reason))
+
+
+def resume(store, now):
+    append_command(store.root, Command.new("resume", now))
 
 
 class Messages:
@@ -51,7 +59,6 @@ def test_guard_events_with_dry_run_go_out_as_strategy_messages(tmp_path, caplog)
     assert "manual_halt (new entries and adds stopped" in s.dp.sent[-1]
     assert s.dp.sent[-1].endswith("reason: news")
     resume(s.store, T0 + timedelta(minutes=11))
-    s._control_mtime = None  # same-second writes: poll again
     s.bot_loop_start(T0 + timedelta(minutes=15))
     assert "manual_resume (the manual halt is lifted)" in s.dp.sent[-1]
 
@@ -70,7 +77,7 @@ def test_forced_entry_refused_by_the_guard_says_why(tmp_path):
     s = live_strategy(tmp_path)
     s.compute_equity = lambda now: 10_000.0
     s.bot_loop_start(T0)
-    s.guard.apply_control(T0, True, "maintenance", 0, 10_000.0)
+    s.guard.apply_command(T0, "halt", "maintenance")
 
     ok = s.confirm_trade_entry("ETH/USDT", "market", 1.0, 2000.0, "GTC", T0, "force_entry",
                                "long")
