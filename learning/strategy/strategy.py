@@ -506,7 +506,7 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         """A guard event for the user: logged, and in dry/live sent as a strategy message
         (Telegram and other handlers with ``allow_custom_messages``; FreqUI shows the log)."""
         logger.warning(message)
-        if self._live and self.dp is not None:
+        if self._live and getattr(self, "dp", None) is not None:
             try:
                 self.dp.send_msg(message, always_send=True)
             except Exception as err:  # a message never stops trading
