@@ -1,5 +1,6 @@
-"""Shared fixtures: a seeded rng, a small synthetic OHLCV frame, the real data dir when present,
-the strategy as freqtrade builds it for a backtest."""
+"""Shared fixtures: a seeded rng, a small synthetic OHLCV frame, the real data dir when present
+(``market_data_dir``: else a synthetic market), the strategy as freqtrade builds it for a
+backtest."""
 
 from __future__ import annotations
 
@@ -53,6 +54,29 @@ def real_data_dir() -> Path:
     path = Path(value)
     assert path.is_dir(), f"ADVL_DATA_DIR={value} does not exist"
     return path
+
+
+#: Days of synthetic market from 2025-01-01 (to 2026-02-04): every range the tests use.
+SYNTH_DAYS = 400
+
+
+@pytest.fixture(scope="session")
+def market_data_dir(tmp_path_factory) -> Path:
+    """Candles for the end-to-end tests: the real ones when ``$ADVL_DATA_DIR`` is set (CI, and
+    ``make test`` beside ../shared), else the synthetic market of ``ftlearn make-data`` (the
+    same pairs, timeframes and dates, 6 s to generate), so ``make test`` on a fresh clone still
+    runs the whole path instead of skipping it. Synthetic prices are not real: tests on them
+    check mechanics, never performance."""
+    value = os.environ.get("ADVL_DATA_DIR")
+    if value:
+        path = Path(value)
+        assert path.is_dir(), f"ADVL_DATA_DIR={value} does not exist"
+        return path
+    from learning.data.synth import DEFAULT_TIMEFRAMES, SynthConfig, generate_market, write_market
+
+    out = tmp_path_factory.mktemp("synthetic-market")
+    write_market(generate_market(SynthConfig(days=SYNTH_DAYS)), out, DEFAULT_TIMEFRAMES)
+    return out
 
 
 def make_strategy(tmp_path: Path):

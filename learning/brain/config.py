@@ -49,8 +49,14 @@ class BanditSettings:
 class BrainConfig:
     """Decision flow and circuit breakers."""
 
-    seed: int = _f(0, "Seed of the decision sampler (Thompson draws); stored with the state.",
+    seed: int = _f(0, "Seed of the decision sampler: each decision's Thompson draws are seeded "
+                   "by (seed, pair, candle time), so they do not depend on other pairs.",
                    (0, 2**31 - 1))
+    peers: tuple[str, ...] = _f((), "Pairs the theme score and the regime's dispersion feature "
+                                "compare against, declared as informative pairs so freqtrade "
+                                "loads them; empty: exchange.pair_whitelist as the strategy "
+                                "starts (a pairlist that changes the whitelist later does not "
+                                "change them).")
     theme_window: str = _f("1d", "Trailing window of the theme score's relative returns.",
                            duration=True)
     volatility_baseline: str = _f("1d", "Trailing window of the ATR% median that the technical "

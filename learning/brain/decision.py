@@ -3,7 +3,7 @@ every closed trade.
 
 :class:`Brain` holds the learning tiers (the meta-learner with one component-weight bandit per
 learner, per-regime performance) and the state that must survive restarts (decision log, recent
-outcomes, the sampler's rng). It has no freqtrade imports and no I/O: the strategy passes time,
+outcomes). It has no freqtrade imports and no I/O: the strategy passes time,
 scores and outcomes in and persists :meth:`Brain.to_state` through the store.
 
 Rules (each documented in the README):
@@ -29,8 +29,9 @@ Rules (each documented in the README):
 
 from __future__ import annotations
 
+import hashlib
 import math
-import zlib
+import warnings
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -87,7 +88,7 @@ class Decision:
 class BrainState:
     decisions: list[dict[str, Any]] = field(default_factory=list)
     outcomes: list[dict[str, Any]] = field(default_factory=list)
-    rng: dict[str, Any] | None = None
+    rng: dict[str, Any] | None = None  # the shared stream of schema-1 files; unused
     closed_trades: int = 0
     unattributed_trades: int = 0
     #: learning events per tier: {"bandit": {"real": n, "shadow": m}, ...}
@@ -95,12 +96,20 @@ class BrainState:
     shadow_unresolved: int = 0  # outcomes dropped unresolved at the end of a run
 
 
-def decision_rng(seed: int, pair: str, when_ns: int, salt: str = "") -> np.random.Generator:
-    """A generator for the draws of one decision, seeded by (seed, pair, candle, purpose), so a
-    pair's draws never depend on how many draws other pairs made before it (stable across
-    processes: crc32, not Python's salted hash)."""
-    key = zlib.crc32(f"{pair}|{salt}".encode())
-    return np.random.default_rng([int(seed), key, int(when_ns) // 1_000_000_000])
+def decision_rng(seed: int, pair: str, candle: datetime, stream: str = "decision"
+                 ) -> np.random.Generator:
+    """The generator of one decision's random draws, seeded by (seed, pair, candle time).
+
+    One stream shared by all pairs made a pair's decisions depend on how many draws other pairs
+    made before it (so on the whitelist and on their order); seeded per decision, a candle's
+    draws are the same in a backtest of one pair, of many, and live. ``stream`` keeps the
+    router's and the sizing agents' draws independent of the learner's. The pair is hashed
+    with blake2b, not ``hash()``, which Python salts per process."""
+    def key(text: str) -> int:
+        return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+    seconds = int(candle.timestamp())
+    return np.random.default_rng(np.random.SeedSequence([seed, key(pair), seconds, key(stream)]))
 
 
 def _finite(x: Any) -> bool:
@@ -128,9 +137,6 @@ class Brain:
         raw = state.get("brain", {})
         self.state = BrainState(**{k: v for k, v in raw.items()
                                    if k in BrainState.__dataclass_fields__})
-        self.rng = np.random.default_rng(config.brain.seed)
-        if self.state.rng:
-            self.rng.bit_generator.state = self.state.rng
         n = config.brain.decision_log
         self._decisions: deque[dict[str, Any]] = deque(self.state.decisions[-n:] if n else [],
                                                        maxlen=max(n, 1))
@@ -168,11 +174,20 @@ class Brain:
         return (self.config.regime.enabled and regime == Regime.UNKNOWN.value
                 and self.config.meta.force_learner is None)
 
+    def rng_for(self, pair: str, candle: datetime, stream: str = "decision"
+                ) -> np.random.Generator:
+        """A decision's own generator (:func:`decision_rng` with this brain's seed)."""
+        return decision_rng(self.config.brain.seed, pair, candle, stream)
+
     def decide(self, now: datetime, pair: str, scores: dict[str, float | None], regime: str,
                regime_confidence: float, drawdown: float | None, entry_threshold: float,
-               policy: str = "", force_fallback: bool = False) -> Decision:
+               policy: str = "", force_fallback: bool = False,
+               candle: datetime | None = None) -> Decision:
         """Decide whether to enter ``pair`` now. Never raises on bad scores: a component whose
-        score is not finite is left out, and with none left the decision is "skip"."""
+        score is not finite is left out, and with none left the decision is "skip". The draws
+        are seeded by (seed, pair, ``candle``: the time of the candle decided on, default
+        ``now``)."""
+        rng = self.rng_for(pair, candle or now)
         regime = regime if self.config.regime.enabled else Regime.UNKNOWN.value
         key = self.learning_key(regime)
         scores = {c: (float(scores[c]) if _finite(scores.get(c)) else None) for c in COMPONENTS}
@@ -189,12 +204,12 @@ class Brain:
                               key=lambda n: self.meta.profile(n).risk_tolerance)
             else:
                 mode = "learned"
-                learner = self.meta.select(key, self.rng, now).learner
+                learner = self.meta.select(key, rng, now).learner
             available = available_components(scores, COMPONENTS)
             if not available:
                 weights = {}
             elif self.config.bandit.enabled:
-                weights = self.meta.bandit(learner).sample_weights(key, self.rng, available)
+                weights = self.meta.bandit(learner).sample_weights(key, rng, available)
             else:
                 weights = {c: 1.0 / len(available) for c in available}
             tolerance = self.meta.profile(learner).risk_tolerance
@@ -299,6 +314,47 @@ class Brain:
                 done["profile"] = True
         return done
 
+    def could_take(self, scores: dict[str, np.ndarray], unknown: np.ndarray,
+                   entry_threshold: float, fallback_possible: bool) -> np.ndarray:
+        """Per candle: whether some decision :meth:`decide` can make could take it, whatever
+        the learned posteriors are (vectorised, for the strategy's entry candidates).
+
+        A learner's overall score is a weighted mean of the available components whose weights
+        keep ``uniform_mix`` spread evenly, so it is at most (1 - mix) · max + mix · mean; it
+        must beat the lowest threshold of a learner that may decide (the most cautious one's
+        while the regime is UNKNOWN). The rule-based path (drawdown fallback or a ``rule``
+        policy) takes the technical score alone against ``entry_threshold``.
+        """
+        comps = [c for c in COMPONENTS if c in scores]
+        s = np.column_stack([np.asarray(scores[c], dtype="float64") for c in comps])  # (N, C)
+        s = np.where(np.isfinite(s), s, np.nan)
+        if self.config.bandit.enabled:
+            weighted = [i for i, c in enumerate(comps) if c in
+                        self.config.bandit.params.components]
+            s_w = s[:, weighted] if weighted else np.full((len(s), 1), np.nan)
+            mix = self.config.bandit.params.uniform_mix
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: no component
+                bound = (1 - mix) * np.nanmax(s_w, axis=1) + mix * np.nanmean(s_w, axis=1)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                bound = np.nanmean(s, axis=1)
+        force = self.config.meta.force_learner
+        tolerances = [self.meta.profile(n).risk_tolerance for n in self.meta.learner_names]
+        bold = self.meta.profile(force).risk_tolerance if force else max(tolerances)
+        threshold = np.where(self._cautious_mask(unknown), entry_threshold * (2 - min(tolerances)),
+                             entry_threshold * (2 - bold))
+        out = np.nan_to_num(bound, nan=-np.inf) > threshold
+        if fallback_possible and "technical" in scores:
+            out |= np.nan_to_num(np.asarray(scores["technical"], dtype="float64"),
+                                 nan=-np.inf) > entry_threshold
+        return out
+
+    def _cautious_mask(self, unknown: np.ndarray) -> np.ndarray:
+        return np.asarray(unknown, dtype=bool) & (self.config.regime.enabled
+                                                  and self.config.meta.force_learner is None)
+
     # ------------------------------------------------------------------ learning
     def record_close(self, now: datetime, pair: str, decision: dict[str, Any] | None,
                      profit_ratio: float, regime_at_close: str | None = None) -> dict[str, Any]:
@@ -338,7 +394,7 @@ class Brain:
     def to_state(self) -> dict[str, Any]:
         self.state.decisions = list(self._decisions)
         self.state.outcomes = list(self._outcomes)
-        self.state.rng = self.rng.bit_generator.state
+        self.state.rng = None  # draws are seeded per decision (rng_for); no stream to keep
         return {"brain": asdict(self.state), "meta": self.meta.to_state(),
                 "regime_perf": self.regime_perf.to_state(),
                 "profiles": self.profiles.to_state()}

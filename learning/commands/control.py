@@ -157,8 +157,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         sharpe = "-" if b["rolling_sharpe"] is None else f"{b['rolling_sharpe']:.2f}"
         table.add_row("risk cut", f"{'YES' if b['risk_cut'] else 'no'} (Sharpe of last "
                       f"{b['breaker_trades']} trades: {sharpe}; learning never pauses)")
-        table.add_row("rule-based fallback", f"{'YES' if b['fallback'] else 'no'} (drawdown "
-                      f"above {_pct(b['fallback_drawdown'])})")
+        table.add_row("rule-based fallback", f"{'YES' if b['fallback'] else 'no'} (applies "
+                      f"while drawdown exceeds {_pct(b['fallback_drawdown'])}; now "
+                      f"{_pct(r['drawdown'])})")
     Console().print(table)
     for ev in r["recent_events"]:
         print(f"  {ev['time']}  {ev['kind']}: {ev['detail']}")

@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from freqtrade.strategy import IStrategy
 
 from learning.brain.components import asof_merge, sentiment_score, theme_score
 from learning.brain.decision import SCHEMA_VERSION as BRAIN_SCHEMA
-from learning.brain.decision import Brain, Decision, decision_rng
+from learning.brain.decision import Brain, Decision
 from learning.brain.profiles import plan_for
 from learning.brain.regime import PROB_COLUMNS, REGIME_IDS, Regime, RegimeDetector, regime_features
 from learning.brain.shadow import PricePath, ShadowBook, ShadowTrade
@@ -33,7 +34,7 @@ CONTEXT_COLUMNS = ("score_sentiment", "regime_id", "regime_confidence", *PROB_CO
 CRISIS_ID = REGIME_IDS[Regime.CRISIS]
 
 
-class BrainHooks:
+class BrainHooks(IStrategy):
     """Expects ``self.learning`` (LearningConfig), ``self.dp``, ``self.config``, ``self.store``."""
 
     # ------------------------------------------------------------------ set-up
@@ -54,6 +55,7 @@ class BrainHooks:
         self._preselected: dict[str, tuple[pd.Timestamp, str]] = {}
         self._shadow_book: ShadowBook | None = None
         self._shadow_last: dict[str, int] = {}  # pair -> close ns of the last evaluated candle
+        self._init_peers()
 
     def _init_router(self, now: datetime) -> None:
         """Open the policy router (``router.enabled``). Dry/live share the registry the CLI
@@ -71,7 +73,7 @@ class BrainHooks:
             if self._live:
                 self.router = Router(main, settings.params, fallback="rule")
             else:
-                db = self.store.root / "policy_bandit.db"
+                db = self._run_db()
                 for suffix in ("", "-wal", "-shm"):
                     Path(f"{db}{suffix}").unlink(missing_ok=True)
                 self.router = Router(db, settings.params, fallback="rule")
@@ -98,6 +100,17 @@ class BrainHooks:
             return
         self._save_champion()
 
+    def _run_db(self) -> Path:
+        """A backtest's copy of the policy database: in its state folder, or where the run
+        persists nothing (hyperopt, whose epochs run in parallel processes; chart views; the
+        bias tools) a temporary folder of this process that each run rewrites."""
+        if self._persist:
+            return self.store.root / "policy_bandit.db"
+        import os
+        import tempfile
+
+        return Path(tempfile.gettempdir()) / f"advl-run-{os.getpid()}" / "policy_bandit.db"
+
     def _save_champion(self) -> None:
         """Remember the router's champion in the state folder: what trades when the database
         cannot be opened at the next start."""
@@ -118,7 +131,7 @@ class BrainHooks:
         pre = self._preselected.pop(pair, None)
         if pre is not None and pre[0] == pd.Timestamp(now).floor(self.timeframe_to_td()):
             return pre[1]
-        name = self.router.select(self.brain.rng, now)
+        name = self.router.select(self.brain.rng_for(pair, self._candle_of(now), "router"), now)
         if name not in self._policy_types:
             self._refresh_policies()
         self._save_champion()
@@ -136,7 +149,8 @@ class BrainHooks:
         last = dataframe.index[-1]
         if dataframe.at[last, "enter_long"] == 1:
             date = pd.Timestamp(dataframe.at[last, "date"]) + self.timeframe_to_td()
-            name = self.router.select(self.brain.rng, date.to_pydatetime())
+            name = self.router.select(self.brain.rng_for(pair, date.to_pydatetime(), "router"),
+                                      date.to_pydatetime())
             self._preselected[pair] = (date, name)
             dataframe.at[last, "enter_tag"] = f"policy:{name}"
 
@@ -176,17 +190,27 @@ class BrainHooks:
             logger.error("AdvancedLearning: could not save learned state: %s", err)
 
     # ------------------------------------------------------------------ data
+    def _init_peers(self) -> None:
+        """The fixed peer set of the cross-pair features (``brain.peers``, default the whitelist
+        at start-up). Following the run's whitelist instead let a dynamic pairlist, or
+        freqtrade's lookahead-analysis (which loads only the traded pair), change the theme
+        score and the regime."""
+        self.peers: tuple[str, ...] = self.learning.brain.peers or tuple(
+            self.config["exchange"].get("pair_whitelist", []))
+
     def informative_pairs(self) -> list[tuple[str, str]]:
         """The market proxy (BTC) at the detector's and the strategy's timeframe whether or not
         it is whitelisted, every pair at the detector's timeframe, and daily candles for the
         trend component."""
         tf = self.learning.regime.detector.timeframe
-        pairs = list(self.config["exchange"].get("pair_whitelist", []))
         btc = self.learning.regime.btc_pair
-        everyone = list(dict.fromkeys([*pairs, btc]))
-        out = [(p, tf) for p in everyone] + [(p, "1d") for p in everyone if tf != "1d"]
-        if btc not in pairs:
-            out.append((btc, self.timeframe))
+        whitelist = list(self.config["exchange"].get("pair_whitelist", []))
+        pairs = list(dict.fromkeys([*self.peers, btc]))
+        out = [(p, tf) for p in pairs]
+        if tf != self.timeframe:  # the theme score and sentiment read the main timeframe too
+            out += [(p, self.timeframe) for p in pairs]
+        # daily candles of every traded pair and peer: the trend component
+        out += [(p, "1d") for p in dict.fromkeys([*whitelist, *pairs]) if tf != "1d"]
         return list(dict.fromkeys(out))
 
     def check_informative_data(self) -> None:
@@ -205,6 +229,16 @@ class BrainHooks:
                     f"{pair_to_filename(btc, tf)} is missing (the market proxy is read whether "
                     f"or not it is whitelisted; download it with `freqtrade download-data "
                     f"--pairs {btc} --timeframes {tf}`)")
+
+    def _peer_frames(self, timeframe: str, skip: str) -> dict[str, pd.DataFrame]:
+        frames = {p: f for p in self.peers
+                  if p != skip and (f := self._frame(p, timeframe)) is not None}
+        missing = [p for p in self.peers if p != skip and p not in frames]
+        if missing:
+            self._log_once(f"peers-{timeframe}-{missing}", "AdvancedLearning: no %s candles of "
+                           "peer(s) %s; the theme score and dispersion compare fewer pairs",
+                           timeframe, ", ".join(missing))
+        return frames
 
     def _frame(self, pair: str, timeframe: str) -> pd.DataFrame | None:
         try:
@@ -228,9 +262,7 @@ class BrainHooks:
         ctx = pd.DataFrame({"date": btc["date"]})
         ctx["score_sentiment"] = sentiment_score(btc, day=24 * 60 // _minutes(tf)).to_numpy()
         if self.learning.regime.enabled:
-            others = {p: f for p in self.config["exchange"].get("pair_whitelist", [])
-                      if p != self.learning.regime.btc_pair and (f := self._frame(p, tf))
-                      is not None}
+            others = self._peer_frames(tf, skip=self.learning.regime.btc_pair)
             try:
                 feats = regime_features(btc, others, self.learning.regime.detector)
                 reg = self.detector.detect(feats)
@@ -249,8 +281,7 @@ class BrainHooks:
 
     def add_brain_columns(self, dataframe: pd.DataFrame, pair: str) -> pd.DataFrame:
         """Theme, sentiment and regime columns on the pair's frame (all causal)."""
-        others = {p: f for p in self.config["exchange"].get("pair_whitelist", [])
-                  if p != pair and (f := self._frame(p, self.timeframe)) is not None}
+        others = self._peer_frames(self.timeframe, skip=pair)
         btc_pair = self.learning.regime.btc_pair
         btc = None if pair == btc_pair else self._frame(btc_pair, self.timeframe)
         others.pop(btc_pair, None)
@@ -268,6 +299,8 @@ class BrainHooks:
         dataframe["regime_id"] = dataframe["regime_id"].fillna(0).astype(int)
         dataframe["regime"] = dataframe["regime_id"].map(
             lambda i: REGIME_BY_ID.get(int(i), Regime.UNKNOWN).value)
+        likely = self._most_probable(dataframe)
+        dataframe["regime_held"] = ((likely != dataframe["regime"]) & likely.notna()).astype(int)
         return dataframe
 
     def btc_features(self, now: datetime) -> tuple[float, float]:
@@ -306,6 +339,11 @@ class BrainHooks:
         regime = REGIME_BY_ID.get(int(series.regime_id[i]), Regime.UNKNOWN).value
         return scores, regime, float(series.regime_conf[i])
 
+    def _candle_of(self, now: datetime) -> datetime:
+        """``now`` rounded down to the candle: a decision's draws are keyed by its candle, so a
+        live decision at 12:03:27 draws what a backtest's at 12:00 does."""
+        return pd.Timestamp(now).floor(self.timeframe_to_td()).to_pydatetime()
+
     def regime_now(self, now: datetime) -> int:
         for series in self._series.values():
             i = series.last_closed(now)
@@ -324,7 +362,7 @@ class BrainHooks:
         rule = self._policy_types.get(policy) == "rule" if policy else False
         decision = self.brain.decide(now, pair, scores, regime, conf, dd,
                                      self.entry_threshold.value, policy=policy,
-                                     force_fallback=rule)
+                                     force_fallback=rule, candle=self._candle_of(now))
         self._brain_dirty = True
         if entry_tag == "force_entry":
             # A user's forced entry is the user's decision; the guard still sizes it.
@@ -335,6 +373,7 @@ class BrainHooks:
                             self.daily_vol(pair, now), self.learning.profiles)
             record["plan"] = plan.to_dict() if plan else None
         self._pending[pair] = record
+        self._chart_decision(pair, record)
         return decision
 
     def daily_vol(self, pair: str, now: datetime) -> float:
@@ -412,7 +451,7 @@ class BrainHooks:
                          if (plan := plan_for(p, vol, profiles)) is not None}
             if not plans:
                 continue
-            rng = decision_rng(self.learning.brain.seed, pair, t_ns, "shadow")
+            rng = self.brain.rng_for(pair, pd.Timestamp(t_ns, tz="UTC").to_pydatetime(), "shadow")
             rule = profiles.rule_profile if profiles.rule_profile in plans else next(iter(plans))
             book.open(ShadowTrade("probe", pair, t_ns, regime, dict(scores), rule,
                                   {rule: plans[rule]}), paths[pair], step_ns)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import talib.abstract as ta
+from freqtrade.strategy import IStrategy
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ AI_RETURN_LABEL = "&-s_return"
 AI_ACTION_PREF = "&-pyr_flat_increase"  # PPOPyramiding: P(increase) at the flat state
 
 
-class FreqAIHooks:
+class FreqAIHooks(IStrategy):
     """Mixin for the strategy; expects ``self.config`` and ``self.freqai`` (set by freqtrade)."""
 
     config: dict
@@ -82,7 +83,8 @@ class FreqAIHooks:
         dataframe["&-anomaly"] = 0.0
         return dataframe
 
-    def ai_score(self, dataframe: pd.DataFrame) -> pd.Series:
+    @staticmethod
+    def ai_score(dataframe: pd.DataFrame) -> pd.Series:
         """The *ai* component in [-1, 1] from the model's predictions; NaN where it abstains.
 
         Regressors: the predicted return in units of the label's spread over its training

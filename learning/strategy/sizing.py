@@ -27,14 +27,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from freqtrade.persistence import Trade
-from freqtrade.strategy import stoploss_from_open
+from freqtrade.strategy import IStrategy, stoploss_from_open
 
 logger = logging.getLogger(__name__)
 
 NOT_RL = object()  # rl_adjustment: no RL pyramiding model, the rules decide
 
 
-class SizingHooks:
+class SizingHooks(IStrategy):
     """Expects the strategy's ``learning``, ``store``, ``guard``, ``brain``, ``_series``."""
 
     def _init_sizing(self, backtest_start: datetime | None) -> None:
@@ -176,7 +176,7 @@ class SizingHooks:
         state = self._agent_state(pair, now, equity, scores)
         limits = TradeLimits(allowance=max(allowance, 0.0), max_stop_loss=-self.stoploss)
         decision = agents.decide(learner, state, limits, timeframe=self.timeframe,
-                                 rng=self.brain.rng)
+                                 rng=self.brain.rng_for(pair, self._candle_of(now), "sizing"))
         p = decision.params
         return {"stake": float(p.stake), "size_frac": float(p.size_frac),
                 "hold_candles": int(p.hold_candles), "stop_loss": float(p.stop_loss),

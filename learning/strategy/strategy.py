@@ -34,6 +34,7 @@ from freqtrade.persistence import LocalTrade, Order, Trade
 from freqtrade.strategy import DecimalParameter, IStrategy, stoploss_from_absolute
 
 from learning.brain.components import ewma_volatility, pair_features, trend_score
+from learning.brain.decision import Brain
 from learning.brain.profiles import ExitPlan
 from learning.brain.regime import PROB_COLUMNS
 from learning.brain.technical import WARMUP_CANDLES, add_technical
@@ -54,6 +55,27 @@ from learning.strategy.sizing import NOT_RL, SizingHooks
 logger = logging.getLogger(__name__)
 
 RISK_STATE_NAME = "risk"
+#: What the guard's events and blocking reasons mean, in the messages users get.
+GUARD_EVENTS = {
+    "daily_loss_limit": "entries and adds blocked for the rest of the UTC day, open positions "
+                        "exited",
+    "max_drawdown": "positions flattened, entries halted until `ftlearn resume "
+                    "--reset-drawdown`",
+    "manual_halt": "new entries and adds stopped until `ftlearn resume`",
+    "manual_resume": "the manual halt is lifted",
+    "drawdown_reset": "the drawdown halt is lifted, the equity peak restarts from equity now",
+    "max_drawdown_halt": "entries halted since the drawdown limit; `ftlearn resume "
+                         "--reset-drawdown` lifts it",
+    "daily_loss_halt": "the daily loss limit was hit today",
+    "crisis_cash_only": "CRISIS regime, cash only",
+}
+
+
+def describe(code: str) -> str:
+    """A guard event or blocking reason with what it means (``manual_halt (new entries ...)``)."""
+    return f"{code} ({GUARD_EVENTS[code]})" if code in GUARD_EVENTS else code
+
+
 #: An add that leaves a trade more than this fraction above the cap was not sized by the guard
 #: (the strategy's own adds are clamped to the cap at the same candle's equity).
 OVER_CAP_TOLERANCE = 0.02
@@ -147,7 +169,11 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         self._namespace = runmode_namespace(runmode.value if runmode else "other")
         if self._namespace in ("dry_run", "live") and (bad := shipped_api_credentials(config)):
             raise OperationalException(f"AdvancedLearning: {credentials_message(bad)}")
-        self._persist = getattr(runmode, "value", runmode) != "hyperopt"
+        # Hyperopt epochs, chart views (FreqUI's backtest view runs the strategy in the
+        # webserver; plot-dataframe) and the utility commands (lookahead- and
+        # recursive-analysis build dozens of instances) write no state.
+        self._persist = getattr(runmode, "value", runmode) not in (
+            "hyperopt", "webserver", "plot", "util_exchange", "util_no_exchange")
         self.store = StateStore(state_root(config.get("user_data_dir", "user_data"),
                                            self.learning.state_dir, self.learning.identifier,
                                            self._namespace))
@@ -160,14 +186,21 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         self._closed_count, self._closed_sum = -1, 0.0
         self._equity_time: datetime | None = None
         self._control_key: tuple[int, int] | None = None
-        self._last_save: datetime | None = None
+        self._last_save: datetime | None = None  # live: the last save of the learned state
         self._dirty = False
         self._logged: set[str] = set()
-        self._guard_history: deque[tuple[int, float, float, float, int]] = deque(maxlen=20_000)
+        # (candle open ns, equity, drawdown, day P&L, guard code); a backtest keeps its whole run
+        self._guard_history: deque[tuple[int, float, float, float, int]] = deque(
+            maxlen=20_000 if self._live else None)
         self._trim_to: dict[int, float | None] = {}  # trade id -> stake to trim back to
         self._plans: dict[int, ExitPlan | None] = {}  # trade id -> exit plan (profiles)
+        self._last_loop: datetime | None = None  # backtests: the last candle's bot loop
+        self._run_pending = False  # rebuild the learning state before the next candle
+        self._run_end: datetime | None = None  # backtests: the end of the timerange
+        self._crisis_was: bool | None = None  # live: CRISIS at the last loop (None: unknown)
         self._init_brain()
         self._waiting = PendingEntries(self.store, persist=self._live)
+        self._init_charts()
         # freqtrade applies the config's timeframe after __init__, so the start-up history is
         # computed when it is asked for (see the property); a value in the config still wins.
         self._startup_override: int | None = config.get("startup_candle_count")
@@ -214,9 +247,7 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         if not self._live and self.learning.regime.enabled:
             self.check_informative_data()
         # A backtest starts from a clean guard: it never loads state of a live run.
-        self._load_brain(self._backtest_start())
-        self._init_router(self._backtest_start() or datetime.now(UTC))
-        self._init_sizing(self._backtest_start())
+        self._start_learning()
         if self._persist:
             atexit.register(self._save_state, force=True)
 
@@ -253,14 +284,62 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         self._dirty = True
         self._save_risk(now)
 
-    def _backtest_start(self) -> datetime | None:
+    def _start_learning(self) -> None:
+        """The learned state a run starts from (brain, router, trade-parameter agents)."""
+        start = self._backtest_start()
+        self._run_end = None if self._live else self._backtest_start(end=True)
+        self._load_brain(start)
+        self._init_router(start or datetime.now(UTC))
+        self._init_sizing(start)
+
+    def _new_run(self) -> None:
+        """Start a backtest again from what ``bot_start`` gave the first one.
+
+        Hyperopt runs every epoch on this instance (``-j 1``) or on copies unpickled in joblib
+        workers, several epochs per copy: each epoch must start from the same learning state
+        and guard, never from what an earlier epoch learned (nothing is written to disk in
+        hyperopt, and the router's database is private to the run, see ``_init_router``)."""
+        self.guard = RiskGuard(self.learning.risk)
+        self.brain = Brain(self.learning)
+        for book in (self._pending, self._pending_sizing, self._trade_learner, self._preselected,
+                     self._trim_to, self._plans, self._shadow_last):
+            book.clear()
+        self._shadow_book = None
+        self._waiting = PendingEntries(self.store, persist=self._live)
+        self._equity = self._equity_time = None
+        self._closed_count, self._closed_sum = -1, 0.0
+        self._guard_history.clear()
+        self._run_decisions.clear()
+        self._start_learning()
+
+    # Hyperopt sends the strategy to its joblib workers by pickling it. The store holds a lock,
+    # the router a database and the agents torch modules: they are rebuilt there instead, by
+    # _new_run before the first candle.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["store"] = self.store.root
+        for key in ("router", "agents", "_policy_agents", "_waiting"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        root = state.pop("store")
+        self.__dict__.update(state)
+        self.store = StateStore(root)
+        self._waiting = PendingEntries(self.store, persist=False)  # hyperopt persists nothing
+        self.router, self.agents, self._policy_agents = None, None, {}
+        self._run_pending = True
+
+    def _backtest_start(self, end: bool = False) -> datetime | None:
+        """The start (or ``end``) of the configured timerange, if it names one."""
         from freqtrade.configuration import TimeRange
 
         raw = self.config.get("timerange")
         if not raw:
             return None
         try:
-            return TimeRange.parse_timerange(raw).startdt
+            parsed = TimeRange.parse_timerange(raw)
+            return parsed.stopdt if end else parsed.startdt
         except Exception:
             return None
 
@@ -270,10 +349,16 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
             logger.log(level, msg, *args)
 
     def _save_state(self, force: bool = False, now: datetime | None = None) -> None:
+        if force:
+            self._save_charts()
         if self._persist and (self._brain_dirty or force):
             self._save_brain(now or self._equity_time)
             self._save_agents(now or self._equity_time)
-        if not self._persist or not (self._dirty or force):
+        if self._dirty or force:
+            self._save_risk(now)
+
+    def _save_risk(self, now: datetime | None) -> None:
+        if not self._persist:
             return
         self._save_risk(now)
 
@@ -284,7 +369,7 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
             self.store.save_json(RISK_STATE_NAME, self.guard.state.to_state(),
                                  schema=RISK_SCHEMA, meta={"runmode": self._namespace,
                                                            "data_end": now or self._equity_time})
-            self._dirty, self._last_save = False, now or self._last_save
+            self._dirty = False
         except Exception as err:  # never break trading on a failed write; say so loudly
             logger.error("AdvancedLearning: could not save risk state: %s", err)
 
@@ -359,11 +444,21 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         return timedelta(minutes=timeframe_to_minutes(self.timeframe))
 
     def populate_entry_trend(self, dataframe: pd.DataFrame, metadata: dict) -> pd.DataFrame:
-        # A candidate only: the weighted score of any learner is a convex combination of the
-        # components, so it can pass the threshold only where some component does. The learned
-        # decision is taken per entry, in custom_stake_amount (see learning.brain.decision).
-        best = dataframe[list(SCORE_COLUMNS)].max(axis=1, skipna=True)
-        cond = dataframe["data_ok"] & (best > self.entry_threshold.value)
+        # A candidate only: a candle where some learner could pass its threshold, whatever it
+        # has learned (Brain.could_take), and not in CRISIS when that means cash. The learned
+        # decision is taken per entry, in custom_stake_amount, and charted as taken or refused
+        # (decision_taken / decision_refused).
+        learning = self.learning
+        fallback_possible = (learning.brain.fallback_drawdown < learning.risk.max_drawdown_pct
+                             or learning.router.enabled)
+        could = self.brain.could_take(
+            {c: dataframe[f"score_{c}"].to_numpy() for c in ("technical", "ai", "theme",
+                                                             "sentiment", "trend")},
+            (dataframe["regime_id"] == 0).to_numpy(), self.entry_threshold.value,
+            fallback_possible)
+        cash = (learning.risk.crisis_cash_only and learning.regime.enabled) & \
+            (dataframe["regime_id"] == CRISIS_ID)
+        cond = dataframe["data_ok"] & could & ~cash
         dataframe.loc[cond, ["enter_long", "enter_tag"]] = (1, "candidate")
         self.tag_live_candidate(dataframe, metadata["pair"])
         return dataframe
@@ -464,15 +559,41 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
             logger.warning("AdvancedLearning: %s command %s applied: %s (%s)", ack["command"],
                            ack["id"][:8], ", ".join(ack["events"]) or "no change",
                            ack["reason"] or "by user")
+            for event in ack["events"]:
+                self._notify(f"AdvancedLearning: {describe(event)}; reason: "
+                             f"{ack['reason'] or 'by user'}")
         self._save_risk(now)
         try:
             acknowledge(self.store, acks, now)
         except Exception as err:
             logger.error("AdvancedLearning: could not acknowledge control commands: %s", err)
 
+    def _notify(self, message: str) -> None:
+        """A guard event for the user: logged, and in dry/live sent as a strategy message
+        (Telegram and other handlers with ``allow_custom_messages``; FreqUI shows the log)."""
+        logger.warning(message)
+        if self._live and getattr(self, "dp", None) is not None:
+            try:
+                self.dp.send_msg(message, always_send=True)
+            except Exception as err:  # a message never stops trading
+                self._log_once("send-msg", "AdvancedLearning: could not send a message: %s", err)
+
+    def _refuse_forced(self, pair: str, entry_tag: str | None, why: str) -> None:
+        """freqtrade answers a refused /forceenter with "Failed to enter position"; say why."""
+        if entry_tag == "force_entry":
+            self._notify(f"AdvancedLearning: forced entry on {pair} refused: {why}")
+
     def bot_loop_start(self, current_time: datetime, **kwargs: Any) -> None:
         if self._live:
             self._poll_control(current_time)
+        else:
+            # A backtest loops forward in time: a candle not after the last one seen means a
+            # new run on this instance (the next hyperopt epoch).
+            if self._run_pending or (self._last_loop is not None
+                                     and current_time <= self._last_loop):
+                self._new_run()
+                self._run_pending = False
+            self._last_loop = current_time
         equity = self.compute_equity(current_time)
         self._equity, self._equity_time = equity, current_time
         if equity is None:
@@ -480,22 +601,37 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         before = (self.guard.state.day, self.guard.state.peak_equity)
         events = self.guard.observe(current_time, equity)
         for event in events:
-            logger.warning("AdvancedLearning risk limit: %s at %s (equity %.2f)", event,
-                           current_time, equity)
-            if self._live:
-                self.dp.send_msg(f"AdvancedLearning risk limit hit: {event}", always_send=True)
+            self._notify(f"AdvancedLearning risk limit hit: {describe(event)} at "
+                         f"{current_time:%Y-%m-%d %H:%M} UTC, equity {equity:.2f}")
+        if self._live:  # CRISIS on (also at start-up) and off
+            crisis = self.crisis(current_time)
+            if crisis != bool(self._crisis_was):
+                cash = self.learning.risk.crisis_cash_only
+                self._notify("AdvancedLearning: " + (
+                    ("CRISIS regime: cash only, entries blocked, open positions exited" if cash
+                     else "CRISIS regime (crisis_cash_only is off: trading on)") if crisis
+                    else "CRISIS regime over: entries allowed again"))
+            self._crisis_was = crisis
         self._record_guard(current_time, equity)
         self.shadow_step(current_time)
+        if self._run_end is not None and current_time + self.timeframe_to_td() >= self._run_end:
+            self._save_charts()  # the backtest's last candle (a webserver backtest never exits)
         if events or before[0] != self.guard.state.day or self._live:
             self._dirty = True  # live: the peak and last equity move every loop
-        # Live: at most once a minute (and at once on a limit). Backtests write on limit events
-        # and at exit only: a synced write per simulated day cost seconds per backtest.
-        due = self._live and (self._last_save is None
-                              or current_time - self._last_save >= timedelta(minutes=1))
-        if self._dirty and (events or due):
+        if self._live:
+            # The guard's state every loop: `ftlearn status` reads it, and a halt or a limit
+            # must show there within a loop (~5 s), not a minute later; it is a few KB. The
+            # learned state (and agents) at most once a minute, and at once on a closed trade.
+            if self._brain_dirty and (self._last_save is None or current_time -
+                                      self._last_save >= timedelta(minutes=1)):
+                self._save_brain(current_time)
+                self._save_agents(current_time)
+                self._last_save = current_time
+            self._save_risk(current_time)
+        elif self._dirty and events:
+            # Backtests write on limit events and at exit only: a synced write per simulated
+            # day cost seconds per backtest.
             self._save_state(now=current_time)
-        elif due and self._brain_dirty:
-            self._save_brain(current_time)
 
     # ------------------------------------------------------------------ entries
     def initial_stake_share(self) -> float:
@@ -509,9 +645,11 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
                             **kwargs: Any) -> float:
         equity = self._current_equity(current_time)
         if equity is None:
+            self._refuse_forced(pair, entry_tag, "equity unknown")
             return 0.0
         decision = self.decide_entry(pair, current_time, entry_tag)
         if decision is None or not decision.take:
+            self._refuse_forced(pair, entry_tag, "no analysed candle for the pair yet")
             return 0.0
         learned = decision.mode in ("learned", "cautious")  # a learner sized it
         share = decision.stake_share if learned else 1.0
@@ -530,6 +668,7 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
                                          min_stake=min_stake, crisis=self.crisis(current_time))
         if not verdict:
             self._pending.pop(pair, None)
+            self._refuse_forced(pair, entry_tag, ", ".join(map(describe, verdict.reasons)))
             self._log_once(f"refused-{current_time:%Y-%m-%d}-{verdict.reasons}",
                            "AdvancedLearning: entries refused on %s: %s", current_time.date(),
                            ", ".join(verdict.reasons), level=logging.INFO)
@@ -554,6 +693,8 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         if equity is None or blocks:
             logger.info("AdvancedLearning: entry on %s vetoed: %s", pair,
                         ", ".join(blocks) or "equity unknown")
+            self._refuse_forced(pair, entry_tag, ", ".join(map(describe, blocks))
+                                or "equity unknown")
             self._pending.pop(pair, None)
             return False
         pending = self._pending.get(pair)
@@ -561,6 +702,7 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
             return False
         # Defence in depth: whatever path sized this order, it must fit under the cap.
         if amount * rate > self.guard.max_stake(equity) * (1 + 1e-9):
+            self._refuse_forced(pair, entry_tag, f"stake {amount * rate:.2f} above the cap")
             logger.warning("AdvancedLearning: entry on %s vetoed: stake %.2f above the %.0f%% "
                            "cap of equity %.2f", pair, amount * rate,
                            100 * self.learning.risk.max_position_pct, equity)

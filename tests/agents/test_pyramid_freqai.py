@@ -188,7 +188,7 @@ def test_flat_increase_column_drives_the_strategy_ai_score(trained):
     pred, do_predict = model.predict(_backtest(df), dk)
     assert FLAT_INCREASE == AI_ACTION_PREF
     frame = pred.assign(do_predict=do_predict)
-    score = FreqAIHooks.ai_score(FreqAIHooks(), frame)
+    score = FreqAIHooks.ai_score(frame)
     assert np.allclose(score, 2 * pred[FLAT_INCREASE] - 1)
 
 
@@ -404,7 +404,7 @@ def test_tranches_held_rounds_stake_to_tranches_within_the_cap():
 # -- end to end through the freqtrade CLI ---------------------------------------------------------
 
 @pytest.mark.slow
-def test_ppo_freqai_backtest_through_cli_trades_on_grid_columns(real_data_dir, tmp_path):
+def test_ppo_freqai_backtest_through_cli_trades_on_grid_columns(market_data_dir, tmp_path):
     """1 pair, a 10-day training window, 1 week of backtest, a tiny PPO budget; the test
     strategy (tests/agents/pyramid_strategy) trades on the grid columns via grid_action."""
     import json
@@ -425,10 +425,10 @@ def test_ppo_freqai_backtest_through_cli_trades_on_grid_columns(real_data_dir, t
                    "rl_config": {"train_cycles": 1, "net_arch": [32, 32], "pyramid": {
                        "tsa": {"train": {"epochs": 1, "max_steps_per_epoch": 20}}}}},
     }))
-    with local_exchange(real_data_dir, tmp_path / "ex") as ex:
+    with local_exchange(market_data_dir, tmp_path / "ex") as ex:
         run = freqtrade_backtest(
             configs=[ROOT / "config.json", ROOT / "configs/freqai-ppo.json", overlay],
-            overlay=ex.overlay, datadir=real_data_dir, timerange="20250901-20250908",
+            overlay=ex.overlay, datadir=market_data_dir, timerange="20250901-20250908",
             strategy="PyramidAgentStrategy", result_dir=tmp_path / "results", timeout=900)
     assert run.returncode == 0, run.output[-4000:]
     models = user_dir / "models/advl-ppo-v1"

@@ -63,11 +63,28 @@ def test_unknown_regime_from_too_little_history_is_decided_by_the_most_cautious_
 
 def test_drawdown_above_fallback_uses_rules_without_sampling():
     b = brain()
-    state_before = b.rng.bit_generator.state
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("the fallback sampled a learner")
+
+    b.meta.select = no_sampling
     d = b.decide(T0, "BTC/USDT", STRONG, "CHOPPY", 0.5, 0.11, 0.3)
     assert d.mode == "fallback" and d.learner == "Balanced" and d.weights == {"technical": 1.0}
     assert d.threshold == 0.3
-    assert b.rng.bit_generator.state == state_before
+
+
+def test_decision_with_other_pairs_deciding_first_draws_the_same():
+    alone, crowded = brain(), brain()
+    for i in range(7):  # other pairs' decisions at the same and earlier candles
+        crowded.decide(T0 - timedelta(minutes=5 * i), "BTC/USDT", STRONG, "CHOPPY", 0.5, 0.0, 0.3)
+        crowded.decide(T0, f"P{i}/USDT", STRONG, "CHOPPY", 0.5, 0.0, 0.3)
+    a = alone.decide(T0, "ETH/USDT", STRONG, "CHOPPY", 0.5, 0.0, 0.3)
+    b = crowded.decide(T0, "ETH/USDT", STRONG, "CHOPPY", 0.5, 0.0, 0.3)
+    assert (a.learner, a.weights) == (b.learner, b.weights)
+    # ... and is keyed by pair and candle: another candle or pair draws differently.
+    draws = {tuple(alone.rng_for(p, T0 + timedelta(minutes=m)).random(4))
+             for p in ("ETH/USDT", "SOL/USDT") for m in (0, 5)}
+    assert len(draws) == 4
 
 
 def test_non_finite_scores_are_left_out_and_none_left_means_skip():
@@ -128,3 +145,37 @@ def test_pooled_learning_shares_one_posterior_across_regimes():
     assert expected > 0 and evidence == 1.0
     later = b.decide(T0 + timedelta(hours=6), "BTC/USDT", STRONG, "CHOPPY", 0.9, 0.0, 0.3)
     assert later.expected == round(expected, 6), "CHOPPY decides on the pooled evidence"
+
+
+def test_could_take_with_every_taken_decision_is_true():
+    """The candidates are a superset of the entries: whatever the posteriors, mode or regime,
+    a decision that takes is on a candle could_take marks."""
+    r = np.random.default_rng(3)
+    for config in ({}, {"bandit": {"params": {"weight_map": "linear"}}},
+                   {"bandit": {"enabled": False}}, {"meta": {"force_learner": "Balanced"}}):
+        b = brain(**config)
+        for i in range(300):
+            # learned posteriors: random outcomes in random regimes
+            scores = {c: (None if c == "ai" and i % 3 == 0 else float(r.uniform(-1, 1)))
+                      for c in ("technical", "ai", "theme", "sentiment")}
+            regime = ["CHOPPY", "BULL_MOMENTUM", "UNKNOWN"][i % 3]
+            dd = 0.12 if i % 7 == 0 else 0.0
+            d = b.decide(T0 + timedelta(minutes=5 * i), "ETH/USDT", scores, regime, 0.5, dd,
+                         0.2)
+            b.record_close(T0, "ETH/USDT", d.to_dict(), float(r.normal(0, 0.02)))
+            could = b.could_take({c: np.array([np.nan if v is None else v])
+                                  for c, v in scores.items()},
+                                 np.array([regime == "UNKNOWN"]), 0.2, fallback_possible=True)
+            if d.take:
+                assert could[0], (config, scores, regime, d)
+
+
+def test_could_take_with_only_sentiment_barely_above_threshold_is_false():
+    b = brain()
+    scores = {"technical": np.array([-1.0, 0.44]), "ai": np.array([np.nan, np.nan]),
+              "theme": np.array([-1.0, 0.0]), "sentiment": np.array([0.32, 0.0])}
+    # row 0: best 0.32 > 0.3, but 0.9 * 0.32 + 0.1 * mean = 0.19 can never pass
+    could = b.could_take(scores, np.array([False, False]), 0.3, fallback_possible=True)
+    assert list(could) == [False, True]
+    cautious = b.could_take(scores, np.array([False, True]), 0.3, fallback_possible=False)
+    assert list(cautious) == [False, False], "UNKNOWN: Conservative's 0.45 bar"

@@ -218,3 +218,19 @@ def test_stats_and_report_read_the_learned_state(setup, capsys, tmp_path, monkey
     html = (out / "report.html").read_text()
     for name in ("weights", "by_regime", "by_learner"):
         assert f"{name}.png" in html and (out / f"{name}.png").stat().st_size > 1_000
+
+
+def test_status_with_fallback_off_names_the_trigger_and_the_drawdown_now(setup, capsys,
+                                                                        monkeypatch):
+    strategy, cli = setup
+    monkeypatch.setenv("COLUMNS", "200")  # rich wraps the table to the terminal
+    g = strategy.guard
+    g.observe(T0, 10_000)
+    g.observe(T0 + timedelta(hours=1), 9_700)  # 3% below the peak
+    strategy.store.save_json(RISK_STATE_NAME, g.state.to_state(), schema=RISK_SCHEMA)
+    strategy.store.save_json(BRAIN_STATE_NAME, strategy.brain.to_state(), schema=BRAIN_SCHEMA)
+    capsys.readouterr()
+    assert ftlearn(["status", *cli]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    # Not "no (drawdown above 10.00%)", which read as if the drawdown were above 10%.
+    assert "applies while drawdown exceeds 10.00%; now 3.00%" in text, text

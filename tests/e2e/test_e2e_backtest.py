@@ -1,6 +1,7 @@
 """End to end: ``freqtrade backtesting --strategy AdvancedLearning`` through the real CLI against
-the local exchange, on real candles (3 pairs, 3 months of 5m), checked by an independent ledger
-(tests/ledger.py) built from freqtrade's result file and the raw candles."""
+the local exchange, on real candles or, without them, the synthetic market (3 pairs, 3 months of
+5m), checked by an independent ledger (tests/ledger.py) built from freqtrade's result file and
+the raw candles."""
 
 from __future__ import annotations
 
@@ -33,12 +34,12 @@ FIRST, LAST = pd.Timestamp("2025-09-01", tz="UTC"), pd.Timestamp("2025-12-01", t
 
 
 @pytest.fixture(scope="module")
-def exchange(real_data_dir, tmp_path_factory):
-    with local_exchange(real_data_dir, tmp_path_factory.mktemp("exchange")) as handle:
+def exchange(market_data_dir, tmp_path_factory):
+    with local_exchange(market_data_dir, tmp_path_factory.mktemp("exchange")) as handle:
         yield handle
 
 
-def run_backtest(exchange, real_data_dir, tmp_path, learning_overrides: dict):
+def run_backtest(exchange, market_data_dir, tmp_path, learning_overrides: dict):
     user_dir = tmp_path / "user_data"
     user_dir.mkdir()
     overlay = tmp_path / "test-overlay.json"
@@ -49,11 +50,11 @@ def run_backtest(exchange, real_data_dir, tmp_path, learning_overrides: dict):
                                    "exchange": {"pair_whitelist": PAIRS},
                                    "advanced_learning": base}))
     run = freqtrade_backtest(configs=[ROOT / "config.json", overlay], overlay=exchange.overlay,
-                             datadir=real_data_dir, timerange=TIMERANGE, fee=FEE,
+                             datadir=market_data_dir, timerange=TIMERANGE, fee=FEE,
                              result_dir=tmp_path / "results", timeout=900)
     assert run.returncode == 0, run.output[-4000:]
     trades = run.trades("AdvancedLearning")
-    curve = equity_curve(trades, real_data_dir, PAIRS, "5m", START, FEE, FIRST, LAST)
+    curve = equity_curve(trades, market_data_dir, PAIRS, "5m", START, FEE, FIRST, LAST)
     return run, trades, curve, user_dir
 
 
@@ -77,9 +78,9 @@ def daily_breaches(curve: pd.Series, limit: float) -> dict:
     return out
 
 
-def test_backtest_with_default_limits_trades_within_the_position_cap(exchange, real_data_dir,
+def test_backtest_with_default_limits_trades_within_the_position_cap(exchange, market_data_dir,
                                                                     tmp_path):
-    run, trades, curve, user_dir = run_backtest(exchange, real_data_dir, tmp_path, {})
+    run, trades, curve, user_dir = run_backtest(exchange, market_data_dir, tmp_path, {})
     assert len(trades) >= 20, "the strategy trades on 3 months of 3 pairs"
     assert assert_stakes_within_cap(trades, curve, 0.20) == sum(
         len([o for o in t if o["ft_is_entry"]]) for t in trades["orders"])
@@ -108,10 +109,10 @@ def test_backtest_with_default_limits_trades_within_the_position_cap(exchange, r
     assert decisions and {"regime", "learner", "weights", "scores", "overall"} <= set(decisions[0])
 
 
-def test_backtest_with_tight_daily_limit_never_enters_after_a_breach(exchange, real_data_dir,
+def test_backtest_with_tight_daily_limit_never_enters_after_a_breach(exchange, market_data_dir,
                                                                     tmp_path):
     limit = 0.0015
-    _, trades, curve, _ = run_backtest(exchange, real_data_dir, tmp_path, {
+    _, trades, curve, _ = run_backtest(exchange, market_data_dir, tmp_path, {
         "risk": {"max_daily_loss_pct": limit, "max_drawdown_pct": 0.9},
         "pyramiding": {"add_min_profit": 0.002}})
     breaches = daily_breaches(curve, limit)
@@ -129,9 +130,9 @@ def test_backtest_with_tight_daily_limit_never_enters_after_a_breach(exchange, r
     assert (trades["exit_reason"] == "risk_daily_loss").any()
 
 
-def test_backtest_with_tight_drawdown_limit_flattens_and_halts(exchange, real_data_dir, tmp_path):
+def test_backtest_with_tight_drawdown_limit_flattens_and_halts(exchange, market_data_dir, tmp_path):
     limit = 0.02
-    _, trades, curve, user_dir = run_backtest(exchange, real_data_dir, tmp_path, {
+    _, trades, curve, user_dir = run_backtest(exchange, market_data_dir, tmp_path, {
         "risk": {"max_drawdown_pct": limit, "max_daily_loss_pct": 0.9}})
     peak = curve.cummax()
     dd = (peak - curve) / peak

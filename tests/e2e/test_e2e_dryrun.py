@@ -1,5 +1,5 @@
 """End to end: ``freqtrade trade`` (dry-run) with the REST API on 127.0.0.1 against the local
-exchange replaying real candles: ping, status, pair_candles with the strategy's columns, a forced
+exchange replaying real (or synthetic) candles: ping, status, pair_candles with the strategy's columns, a forced
 entry that fills, a rule-based position adjustment, a manual over-cap add trimmed back, a manual
 halt from the CLI run in another folder (refused while no bot has run, acknowledged by the running
 bot, not confirmed while it is down and applied when it starts again), then a restart after which
@@ -115,8 +115,8 @@ class Bot:
 
 
 @pytest.fixture
-def bot(real_data_dir, tmp_path):
-    with local_exchange(real_data_dir, tmp_path / "exchange") as ex:
+def bot(market_data_dir, tmp_path):
+    with local_exchange(market_data_dir, tmp_path / "exchange") as ex:
         user_dir = tmp_path / "user_data"
         user_dir.mkdir()
         port = free_port()
@@ -168,9 +168,9 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
             for p in folder.rglob("*") if p.is_file()}
 
 
-def test_dry_run_trades_adjusts_halts_and_resumes_after_restart(bot, real_data_dir, tmp_path):
+def test_dry_run_trades_adjusts_halts_and_resumes_after_restart(bot, market_data_dir, tmp_path):
     cli_cfg = sum((["-c", c] for c in bot.configs_for_cli), [])
-    served_before = snapshot(real_data_dir)
+    served_before = snapshot(market_data_dir)
     elsewhere = tmp_path / "elsewhere"
     # No bot has run on this user_data yet: the halt fails loudly and creates nothing.
     done = ftlearn_elsewhere(elsewhere, ["halt", "--timeout", "3", *cli_cfg])
@@ -196,6 +196,12 @@ def test_dry_run_trades_adjusts_halts_and_resumes_after_restart(bot, real_data_d
     assert resp.status_code == 200, resp.text
     trade = open_trade(bot, pair_a)
     balance = bot.get("balance")["total"]
+    # FreqUI's chart of the pair shows that decision at its candle, at once (not a candle later).
+    chart = bot.get("pair_candles", pair=pair_a, timeframe="5m")
+    decided = [r for r in (dict(zip(chart["columns"], row)) for row in chart["data"])
+               if r["brain_overall"] is not None]
+    assert decided and decided[-1]["decision_taken"] is not None, chart["columns"]
+    assert decided[-1]["w_technical"] is not None and decided[-1]["brain_threshold"] is not None
     # The guard sized the entry: at most 20% of equity.
     assert trade["stake_amount"] <= 0.20 * balance * 1.001
 
@@ -233,6 +239,10 @@ def test_dry_run_trades_adjusts_halts_and_resumes_after_restart(bot, real_data_d
     resp = bot.post("forceenter", {"pair": pair_b})
     time.sleep(3)
     assert not [t for t in bot.get("status") if t["pair"] == pair_b], resp.text
+    # ... and says why, as a strategy message (Telegram; FreqUI's log), not only "Failed to
+    # enter position".
+    bot.wait_for(lambda: f"Sending rpc strategy_msg: AdvancedLearning: forced entry on {pair_b} "
+                 "refused: manual_halt" in bot.log_text(), 30, "the refusal's message")
     done = ftlearn_elsewhere(elsewhere, ["resume", "--timeout", "60", *cli_cfg])
     assert done.returncode == 0 and "applied by the running bot" in done.stdout, done
     assert "manual_resume" in bot.log_text()
@@ -281,4 +291,4 @@ def test_dry_run_trades_adjusts_halts_and_resumes_after_restart(bot, real_data_d
     assert restored["reset_token_applied"] == saved["reset_token_applied"]
     assert restored["control_seen"] == saved["control_seen"] + 1
     # The replayed (time-shifted) candles went to a scratch folder, never into the served data.
-    assert snapshot(real_data_dir) == served_before
+    assert snapshot(market_data_dir) == served_before

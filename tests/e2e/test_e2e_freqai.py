@@ -1,5 +1,6 @@
 """End to end: AdvancedLearning with the TSA-MAE FreqAI model (``--freqaimodel TSAMAERegressor``)
-through the real freqtrade CLI against the local exchange, walk-forward on real candles."""
+through the real freqtrade CLI against the local exchange, walk-forward on real (or synthetic)
+candles."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.slow
 
 
-def test_tsamae_freqai_backtest_trains_per_window_and_predicts(real_data_dir, tmp_path):
+def test_tsamae_freqai_backtest_trains_per_window_and_predicts(market_data_dir, tmp_path):
     user_dir = tmp_path / "user_data"
     user_dir.mkdir()
     overlay = tmp_path / "tiny.json"
@@ -25,10 +26,10 @@ def test_tsamae_freqai_backtest_trains_per_window_and_predicts(real_data_dir, tm
                    "model_training_parameters": {"train": {"epochs": 1,
                                                            "max_steps_per_epoch": 40}}},
     }))
-    with local_exchange(real_data_dir, tmp_path / "ex") as ex:
+    with local_exchange(market_data_dir, tmp_path / "ex") as ex:
         run = freqtrade_backtest(
             configs=[ROOT / "config.json", ROOT / "configs/freqai-tsamae.json", overlay],
-            overlay=ex.overlay, datadir=real_data_dir, timerange="20250901-20250915",
+            overlay=ex.overlay, datadir=market_data_dir, timerange="20250901-20250915",
             result_dir=tmp_path / "results", timeout=900)
     assert run.returncode == 0, run.output[-4000:]
     models = user_dir / "models/advl-tsamae-v1"

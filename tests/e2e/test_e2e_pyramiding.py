@@ -15,7 +15,7 @@ from tests.ledger import equity_before, equity_curve, stake_after_entries
 pytestmark = pytest.mark.slow
 
 
-def test_pyramiding_agent_adjusts_positions_through_the_guard(real_data_dir, tmp_path):
+def test_pyramiding_agent_adjusts_positions_through_the_guard(market_data_dir, tmp_path):
     user_dir = tmp_path / "user_data"
     user_dir.mkdir()
     overlay = tmp_path / "tiny.json"
@@ -24,10 +24,10 @@ def test_pyramiding_agent_adjusts_positions_through_the_guard(real_data_dir, tmp
         "freqai": {"train_period_days": 10, "backtest_period_days": 7,
                    "model_training_parameters": {"n_steps": 256, "n_epochs": 2},
                    "rl_config": {"train_cycles": 1, "net_arch": [32, 32]}}}))
-    with local_exchange(real_data_dir, tmp_path / "ex") as ex:
+    with local_exchange(market_data_dir, tmp_path / "ex") as ex:
         run = freqtrade_backtest(
             configs=[ROOT / "config.json", ROOT / "configs/freqai-ppo.json", overlay],
-            overlay=ex.overlay, datadir=real_data_dir, timerange="20250901-20250915",
+            overlay=ex.overlay, datadir=market_data_dir, timerange="20250901-20250915",
             result_dir=tmp_path / "res", timeout=1200)
     assert run.returncode == 0, run.output[-3000:]
     preds = sorted((user_dir / "models/advl-ppo-v1/backtesting_predictions").glob("*.feather"))
@@ -41,7 +41,7 @@ def test_pyramiding_agent_adjusts_positions_through_the_guard(real_data_dir, tmp
     assert tags <= {"candidate", "pyr_increase", "pyr_decrease", "pyr_close", "score_exit",
                     "trailing_stop_loss", "stop_loss", "force_exit", "risk_daily_loss",
                     "risk_crisis", "risk_max_drawdown"}
-    curve = equity_curve(trades, real_data_dir, ["BTC/USDT"], "5m", 10_000.0, 0.001,
+    curve = equity_curve(trades, market_data_dir, ["BTC/USDT"], "5m", 10_000.0, 0.001,
                          pd.Timestamp("2025-09-01", tz="UTC"), pd.Timestamp("2025-09-15", tz="UTC"))
     for fill, stake in stake_after_entries(trades):
         assert stake <= 0.20 * equity_before(curve, fill.time) * 1.005

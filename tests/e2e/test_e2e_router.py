@@ -16,7 +16,7 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.slow
 
 
-def test_backtest_with_two_registered_policies_records_outcomes_for_both(real_data_dir,
+def test_backtest_with_two_registered_policies_records_outcomes_for_both(market_data_dir,
                                                                         tmp_path):
     user_dir = tmp_path / "user_data"
     (user_dir / "learning").mkdir(parents=True)
@@ -32,9 +32,9 @@ def test_backtest_with_two_registered_policies_records_outcomes_for_both(real_da
                                          "params": {"new_policy_floor": 0.3,
                                                     "floor_trades": 1000}}},
     }))
-    with local_exchange(real_data_dir, tmp_path / "ex") as ex:
+    with local_exchange(market_data_dir, tmp_path / "ex") as ex:
         run = freqtrade_backtest(configs=[ROOT / "config.json", overlay], overlay=ex.overlay,
-                                 datadir=real_data_dir, timerange="20251001-20251101",
+                                 datadir=market_data_dir, timerange="20251001-20251101",
                                  result_dir=tmp_path / "results", timeout=900)
     assert run.returncode == 0, run.output[-3000:]
     trades = run.trades("AdvancedLearning")

@@ -15,7 +15,7 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.slow
 
 
-def test_agents_trained_before_the_backtest_size_its_trades_within_the_cap(real_data_dir,
+def test_agents_trained_before_the_backtest_size_its_trades_within_the_cap(market_data_dir,
                                                                           tmp_path):
     user_dir = tmp_path / "user_data"
     user_dir.mkdir()
@@ -24,15 +24,15 @@ def test_agents_trained_before_the_backtest_size_its_trades_within_the_cap(real_
                                    "advanced_learning": {"sizing": {"agent": "ppo"}}}))
     cfg = ["-c", str(ROOT / "config.json"), "-c", str(overlay)]
     assert ftlearn(["train-agents", *cfg, "--runmode", "backtest", "--datadir",
-                    str(real_data_dir), "--timerange", "20250601-20250801", "--steps", "1024",
+                    str(market_data_dir), "--timerange", "20250601-20250801", "--steps", "1024",
                     "--no-regimes"]) == 0
     state = user_dir / "learning/default/backtest"
     assert {p.name for p in state.glob("agent_*_offline.pt")} == {
         "agent_Conservative_offline.pt", "agent_Aggressive_offline.pt",
         "agent_Balanced_offline.pt"}
-    with local_exchange(real_data_dir, tmp_path / "ex") as ex:
+    with local_exchange(market_data_dir, tmp_path / "ex") as ex:
         run = freqtrade_backtest(configs=[ROOT / "config.json", overlay], overlay=ex.overlay,
-                                 datadir=real_data_dir, timerange="20250901-20251001",
+                                 datadir=market_data_dir, timerange="20250901-20251001",
                                  result_dir=tmp_path / "res", timeout=900)
         assert run.returncode == 0, run.output[-3000:]
         trades = run.trades("AdvancedLearning")
@@ -46,10 +46,10 @@ def test_agents_trained_before_the_backtest_size_its_trades_within_the_cap(real_
 
         # Agents trained on data reaching into the backtest are refused.
         assert ftlearn(["train-agents", *cfg, "--runmode", "backtest", "--datadir",
-                        str(real_data_dir), "--timerange", "20250801-20250915", "--steps",
+                        str(market_data_dir), "--timerange", "20250801-20250915", "--steps",
                         "256", "--no-regimes"]) == 0
         run = freqtrade_backtest(configs=[ROOT / "config.json", overlay], overlay=ex.overlay,
-                                 datadir=real_data_dir, timerange="20250901-20250915",
+                                 datadir=market_data_dir, timerange="20250901-20250915",
                                  result_dir=tmp_path / "res2", timeout=900)
     assert run.returncode == 0, run.output[-3000:]
     assert "refused (lookahead)" in run.output
@@ -58,7 +58,7 @@ def test_agents_trained_before_the_backtest_size_its_trades_within_the_cap(real_
     # A second agent version registered as a ppo policy beside the brain: the router sends it
     # a share of the entries and sizes them with its own agents.
     v2 = tmp_path / "agents-v2"
-    assert ftlearn(["train-agents", *cfg, "--datadir", str(real_data_dir), "--timerange",
+    assert ftlearn(["train-agents", *cfg, "--datadir", str(market_data_dir), "--timerange",
                     "20250601-20250801", "--steps", "256", "--no-regimes", "--out",
                     str(v2)]) == 0
     assert len(list(v2.glob("agent_*_offline.pt"))) == 3
@@ -68,9 +68,9 @@ def test_agents_trained_before_the_backtest_size_its_trades_within_the_cap(real_
                         "--userdir", str(user_dir)]) == 0
     routed = tmp_path / "router.json"
     routed.write_text(json.dumps({"advanced_learning": {"router": {"enabled": True}}}))
-    with local_exchange(real_data_dir, tmp_path / "ex3") as ex:
+    with local_exchange(market_data_dir, tmp_path / "ex3") as ex:
         run = freqtrade_backtest(configs=[ROOT / "config.json", overlay, routed],
-                                 overlay=ex.overlay, datadir=real_data_dir,
+                                 overlay=ex.overlay, datadir=market_data_dir,
                                  timerange="20251001-20251101", result_dir=tmp_path / "res3",
                                  timeout=900)
     assert run.returncode == 0, run.output[-3000:]

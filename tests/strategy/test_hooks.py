@@ -166,7 +166,7 @@ def test_a_ppo_policy_with_an_agent_folder_sizes_its_entries_with_those_agents(t
 
     # Entries routed to v2 are sized by v2's agents; their outcomes do not train the run's.
     s._agent_state = lambda *args: state
-    s.brain.rng = np.random.default_rng(0)
+    s.brain.rng_for = lambda *args: np.random.default_rng(0)
     sized = s.size_with_agent("BTC/USDT", start, 10_000.0, 1000.0, "Balanced", {}, "v2")
     assert sized["policy"] == "v2" and sized["stake"] == pytest.approx(params(v2).stake)
     trade = Trade()
