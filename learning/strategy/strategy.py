@@ -244,7 +244,8 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         if self._live:
             self._restore_risk_state()
             self._waiting.load(datetime.now(UTC))
-        if not self._live and self.learning.regime.enabled:
+        runmode = getattr(self.config.get("runmode"), "value", self.config.get("runmode"))
+        if runmode == "backtest" and self.learning.regime.enabled:
             self.check_informative_data()
         # A backtest starts from a clean guard: it never loads state of a live run.
         self._start_learning()
