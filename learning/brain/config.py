@@ -41,7 +41,9 @@ class RegimeSettings:
 class BanditSettings:
     """Tier 1: the component-weight bandit (per learner and regime)."""
 
-    enabled: bool = _f(True, "Learn component weights; false: equal weights (an ablation).")
+    enabled: bool = _f(False, "Learn component weights (Thompson-sampled); false (the default: "
+                       "on the validation bench learned weights did not beat equal weights): "
+                       "equal weights over the components present.")
     params: BanditConfig = _f(BanditConfig(), "Bandit parameters.")
 
 

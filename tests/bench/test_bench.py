@@ -48,7 +48,7 @@ def test_variants_table_holds_full_ablations_and_baselines_with_the_agreed_keys(
     # Each ablation switches exactly one tier (or feature) off relative to full; with_* turn on
     # what is off by default.
     for name, change in (("no_regime", {"regime": {"enabled": False}}),
-                         ("no_bandit", {"bandit": {"enabled": False}}),
+                         ("with_bandit", {"bandit": {"enabled": True}}),
                          ("no_meta", {"meta": {"force_learner": "Balanced"}}),
                          ("no_shadow", {"shadow": {"enabled": False}}),
                          ("no_profiles", {"profiles": {"enabled": False}}),
