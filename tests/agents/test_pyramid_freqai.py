@@ -418,7 +418,7 @@ def test_ppo_freqai_backtest_through_cli_trades_on_grid_columns(market_data_dir,
     user_dir.mkdir()
     overlay = tmp_path / "tiny.json"
     overlay.write_text(json.dumps({
-        "user_data_dir": str(user_dir), "exchange": {"pair_whitelist": [PAIR]},
+        "timeframe": "5m", "user_data_dir": str(user_dir), "exchange": {"pair_whitelist": [PAIR]},
         "strategy_path": str(ROOT / "tests/agents/pyramid_strategy"),
         "freqai": {"train_period_days": 10, "backtest_period_days": 7,
                    "model_training_parameters": {"n_steps": 256, "n_epochs": 2},

@@ -29,7 +29,7 @@ def run(market_data_dir, tmp_path_factory):
     user_dir = tmp / "user_data"
     user_dir.mkdir()
     overlay = tmp / "overlay.json"
-    overlay.write_text(json.dumps({"user_data_dir": str(user_dir)}))
+    overlay.write_text(json.dumps({"timeframe": "5m", "user_data_dir": str(user_dir)}))
     with local_exchange(market_data_dir, tmp / "exchange") as exchange:
         def freqtrade(command: str, *extra: str, configs=()) -> str:
             cmd = [*freqtrade_command(), command, "--strategy", "AdvancedLearning",

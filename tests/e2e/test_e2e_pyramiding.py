@@ -20,7 +20,7 @@ def test_pyramiding_agent_adjusts_positions_through_the_guard(market_data_dir, t
     user_dir.mkdir()
     overlay = tmp_path / "tiny.json"
     overlay.write_text(json.dumps({
-        "user_data_dir": str(user_dir), "exchange": {"pair_whitelist": ["BTC/USDT"]},
+        "timeframe": "5m", "user_data_dir": str(user_dir), "exchange": {"pair_whitelist": ["BTC/USDT"]},
         "freqai": {"train_period_days": 10, "backtest_period_days": 7,
                    "model_training_parameters": {"n_steps": 256, "n_epochs": 2},
                    "rl_config": {"train_cycles": 1, "net_arch": [32, 32]}}}))

@@ -27,7 +27,7 @@ def test_backtest_with_two_registered_policies_records_outcomes_for_both(market_
                     "--path", str(ROOT / "config.json"), "--db", str(main_db)]) == 0
     overlay = tmp_path / "router.json"
     overlay.write_text(json.dumps({
-        "user_data_dir": str(user_dir),
+        "timeframe": "5m", "user_data_dir": str(user_dir),
         "advanced_learning": {"router": {"enabled": True,
                                          "params": {"new_policy_floor": 0.3,
                                                     "floor_trades": 1000}}},
