@@ -6,18 +6,16 @@ changepoint happened within the last ``window`` candles: P(1 <= r_t <= k). (P(r_
 hazard itself under a constant hazard, so it carries no information.)
 
 The observation of candle t is two-dimensional: the candle's log return and its log high-low
-range, both divided by the trailing standard deviation of log returns over ``scale_window``
-*before* t (so the prior suits any pair and timeframe, and a crash stands out against the calm
-before it). A Normal-Wishart prior gives a multivariate Student-t predictive: a segment has an
-unknown mean and covariance, so a change of volatility (a crash) is a changepoint, as is a change
-of drift.
+range, both divided by the trailing standard deviation of log returns over the ``scale_window``
+candles *before* t (so the prior suits any pair and timeframe, and a crash stands out against
+the calm before it).
 
 The recursion is written here, in log space with numpy and ``scipy.special`` (the per-candle
 work is a few vector operations over the kept run lengths). The maintained PyPI package
 ``bayesian-changepoint`` (1.2.1, ``OnlineChangepointDetector``) implements the same recursion,
 but one torch call sequence per candle in float32 probability space: measured here on BTC 1h
 2023-01..2026-02 (27,483 candles) its 2-D Student-t took 235 s (8.5 ms a candle; 0.6 ms for
-1-D), which a backtest would pay for every run; this version takes about a second. ``bocd``
+1-D), which a backtest would pay for every run; this version took 4.9 s on the same candles. ``bocd``
 (2019) and ``bocpd`` (2023, 0.0.4) are unmaintained. The two observation dimensions are
 modelled as independent Normal-Gamma segments (a Student-t predictive each), so a segment has an
 unknown mean and variance per dimension; a change of volatility (a crash) is a changepoint, as
@@ -47,6 +45,7 @@ from learning.core.durations import candles
 log = logging.getLogger(__name__)
 
 OUTPUT_COLUMN = "changepoint_prob"
+DIMS = 2  # log return, log range
 
 
 @dataclass(frozen=True)
@@ -67,6 +66,10 @@ class ChangepointConfig:
                           "that the probability is NaN (no alarm).", duration=True)
     prior_dof: float = _f(4.0, "Degrees of freedom of the Wishart prior (> 1; heavier tails "
                           "below 4).", (1.01, 1000.0))
+    prior_mean_strength: float = _f(1.0, "Pseudo-observations behind a new segment's prior mean "
+                                    "of 0: large values make a change of volatility, not a "
+                                    "short run of same-sign returns, what starts a segment.",
+                                    (0.01, 10_000.0))
     downside_only: bool = _f(True, "An alarm also needs the close below its level one window "
                              "ago (a rally is no reason to leave).")
     block_above: float = _f(0.7, "Above this probability: no new entries or adds, and open "
@@ -161,18 +164,21 @@ class ChangepointDetector:
 
     def _new_bocd(self) -> BOCD:
         a = self.config.prior_dof / 2.0  # prior precision mean alpha/beta = 1 (unit variance)
-        return BOCD(2, float(self.hazard), self.max_run, alpha0=a, beta0=a)
+        return BOCD(DIMS, float(self.hazard), self.max_run, alpha0=a, beta0=a,
+                    kappa0=self.config.prior_mean_strength)
 
     def observations(self, frame: pd.DataFrame) -> np.ndarray:
-        """(N, 2) standardised log return and log range per candle; NaN rows where the trailing
-        scale is not yet defined or a price is missing. Row t reads candles <= t only."""
+        """(N, 2) per candle: the log return and the log of the high-low range, both over the
+        trailing std of returns before the candle; NaN rows where that std is not yet defined
+        or a price is missing. Row t reads candles <= t only."""
         close = frame["close"].to_numpy(dtype="float64")
         high = frame["high"].to_numpy(dtype="float64")
         low = frame["low"].to_numpy(dtype="float64")
         with np.errstate(divide="ignore", invalid="ignore"):
             r = np.diff(np.log(close), prepend=np.nan)
             rng = np.log(high / low)
-        # The scale of candle t is the std of the returns before it (shifted by one).
+        # The scale of candle t is the std of the returns before it (shifted by one): a new
+        # segment's prior (unit variance) then suits any pair, timeframe and epoch.
         scale = pd.Series(r).rolling(self.scale_window, min_periods=self.min_history).std()
         scale = scale.shift(1).to_numpy()
         with np.errstate(divide="ignore", invalid="ignore"):
