@@ -15,7 +15,8 @@ work is a few vector operations over the kept run lengths). The maintained PyPI 
 ``bayesian-changepoint`` (1.2.1, ``OnlineChangepointDetector``) implements the same recursion,
 but one torch call sequence per candle in float32 probability space: measured here on BTC 1h
 2023-01..2026-02 (27,483 candles) its 2-D Student-t took 235 s (8.5 ms a candle; 0.6 ms for
-1-D), which a backtest would pay for every run; this version took 4.9 s on the same candles. ``bocd``
+1-D), which a backtest would pay for every run; this version took 4.9 s on the same
+candles. ``bocd``
 (2019) and ``bocpd`` (2023, 0.0.4) are unmaintained. The two observation dimensions are
 modelled as independent Normal-Gamma segments (a Student-t predictive each), so a segment has an
 unknown mean and variance per dimension; a change of volatility (a crash) is a changepoint, as
