@@ -97,3 +97,42 @@ def test_contains_zero():
 def test_interval_columns_name_every_level():
     assert len(COLUMNS) == len(LEVELS) and COLUMNS[LEVELS.index(0.9)] == "&-cq_0900"
     assert pd.Index(COLUMNS).is_unique
+
+
+class _Pipe:
+    """Label pipeline double: the scaled label is half the original."""
+
+    def inverse_transform(self, df):
+        return df * 2.0, None, None
+
+
+class _Kitchen:
+    def __init__(self):
+        self.pair, self.label_list, self.label_pipeline = "BTC/USDT", ["&-s_return", "&-s_vol"], \
+            _Pipe()
+        self.data = {}
+
+
+class _Model:
+    def predict(self, x):
+        return np.column_stack([x["f"].to_numpy(), np.zeros(len(x))])
+
+
+def test_conformal_mixin_calibrates_on_the_held_out_split_in_label_units(rng):
+    from learning.encoder.conformal import ConformalMixin
+
+    x = pd.DataFrame({"f": rng.normal(size=300)})
+    y = pd.DataFrame({"&-s_return": x["f"] + rng.normal(0, 0.1, 300), "&-s_vol": 0.0})
+    dk = _Kitchen()
+    ConformalMixin().calibrate(_Model(), {"test_features": x, "test_labels": y}, dk)
+    expected = half_widths(2 * (y["&-s_return"] - x["f"]).to_numpy())
+    np.testing.assert_allclose(dk.data["conformal"]["half_widths"], expected)
+    assert dk.data["labels_mean"]["&-cq_0900"] == expected[LEVELS.index(0.9)]
+    out = ConformalMixin().add_conformal_columns(pd.DataFrame({"&-s_return": [0.0, 0.1]}), dk)
+    assert out["&-cq_0900"].tolist() == [expected[LEVELS.index(0.9)]] * 2
+    few = _Kitchen()
+    ConformalMixin().calibrate(_Model(), {"test_features": x.iloc[:10],
+                                          "test_labels": y.iloc[:10]}, few)
+    assert few.data["conformal"] is None
+    assert ConformalMixin().add_conformal_columns(pd.DataFrame({"a": [1.0]}), few)[
+        "&-cq_0900"].isna().all()
