@@ -290,6 +290,16 @@ def _data_adapted(section: dict[str, Any], datadir: Path, pairs: Sequence[str],
     return {**section, "feature_parameters": fp}
 
 
+def _no_faster_timeframes(section: dict[str, Any], timeframe: str) -> dict[str, Any]:
+    """FreqAI refuses ``include_timeframes`` faster than the main timeframe (the shipped TSA-MAE
+    config names 5m): run such a config at another timeframe with the main one instead."""
+    fp = section.get("feature_parameters", {})
+    tfs = fp.get("include_timeframes") or [timeframe]
+    keep = [t for t in tfs if timeframe_to_minutes(t) >= timeframe_to_minutes(timeframe)]
+    keep = list(dict.fromkeys([timeframe, *keep])) if len(keep) < len(tfs) else tfs
+    return {**section, "feature_parameters": {**fp, "include_timeframes": keep}}
+
+
 @dataclass(frozen=True)
 class Plan:
     """What :func:`prepare` decided for a variant: the overlay and command, or why not."""
@@ -334,6 +344,8 @@ def prepare(v: Variant, spec: BenchSpec, user_data: Path, strategy_dir: Path,
             section = {**loaded.get("freqai", {}), **v.freqai_replace}
             if v.freqai_config.startswith("asset:"):
                 section = _data_adapted(section, spec.datadir, spec.pairs, spec.timeframe)
+            else:
+                section = _no_faster_timeframes(section, spec.timeframe)
             if spec.quick:
                 section = deep_merge(section, v.quick_freqai)
             section = seeded_freqai(section, seed)

@@ -84,6 +84,12 @@ FROZEN = {"meta": {"learn": False}, "bandit": {"params": {"learn": False}},
           "router": {"enabled": False}}  # a router on its priors is a fixed 90/10 split
 
 
+#: LightGBMConformal (freqai_models/) on the strategy's features, as the ai component.
+LGBM_CONFORMAL: dict[str, Any] = dict(
+    freqaimodel="LightGBMConformal", freqai_required=True,
+    freqai_replace={"model_training_parameters": LGBM_PARAMS},
+    quick_freqai={"train_period_days": 7, "backtest_period_days": 7,
+                  "model_training_parameters": {"n_estimators": 50}})
 QUICK_LGBM = {"train_period_days": 7, "backtest_period_days": 7,
               "model_training_parameters": {"n_estimators": 50}}
 NO_FREQAI = {"freqaimodel": None, "freqai_config": None}
@@ -115,6 +121,22 @@ VARIANTS: tuple[Variant, ...] = (
         "the Tier 3 PPO trade-parameter agents size and exit (off by default)", **NO_FREQAI),
     _al("no_router", {"router": {"enabled": False}},
         "policy router off: the learned brain decides every entry", **NO_FREQAI),
+    # Issue 14: each switched on alone (all off by default), measured against "full".
+    _al("with_bocd", {"changepoint": {"enabled": True}},
+        "BOCD changepoint alarms on the market proxy block entries, trim and exit (off by "
+        "default)", **NO_FREQAI),
+    _al("with_budget", {"budget": {"enabled": True}},
+        "portfolio risk budget: stakes cut above a 0.6 correlation with the open book (off by "
+        "default)", **NO_FREQAI),
+    _al("lgbm_conformal", {}, "LightGBMConformal as the ai component, no abstention (the "
+        "baseline of the two below)", default=False, **LGBM_CONFORMAL),
+    _al("lgbm_conformal_abstain", {"conformal": {"abstain": True}},
+        "LightGBMConformal; the ai component abstains where its 90% interval contains zero",
+        default=False, **LGBM_CONFORMAL),
+    _al("lgbm_shap_prune", {}, "LightGBMConformal refitted without features whose SHAP share "
+        "is below 0.01 in the window", default=False,
+        **{**LGBM_CONFORMAL, "freqai_replace": {"model_training_parameters": {
+            **LGBM_PARAMS, "shap_prune": 0.01}}}),
     _al("with_tsamae", {}, "the TSA-MAE FreqAI model as the ai component (slow: it trains in "
         "every walk-forward window)", default=False),
     _al("with_lightgbm", {}, "LightGBMRegressor on the strategy's features as the ai component",

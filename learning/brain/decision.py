@@ -29,6 +29,7 @@ Rules (each documented in the README):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import warnings
@@ -76,11 +77,19 @@ class Decision:
     abstained: bool = False  # that mean was below brain.abstain_below: no entry
     learned_real: int = 0  # learning events behind this decision, from real trades ...
     learned_shadow: int = 0  # ... and from shadow outcomes (all tiers)
+    #: weight × score per weighted component: they sum to ``overall`` (exactly, before rounding)
+    contributions: dict[str, float] = field(default_factory=dict)
+    changepoint: float | None = None  # P(changepoint within the window) of the market proxy
+    ai_interval: tuple[float, float] | None = None  # conformal interval of the predicted return
+    ai_abstained: bool = False  # the interval contained zero: the ai component abstained
+    explanation: str = ""  # a short readable line (custom data in FreqUI)
 
     def to_dict(self) -> dict[str, Any]:
         # Not dataclasses.asdict: its recursive deep copy was most of a decision's cost.
         out = {f: getattr(self, f) for f in self.__dataclass_fields__}
         out["weights"], out["scores"] = dict(self.weights), dict(self.scores)
+        out["contributions"] = dict(self.contributions)
+        out["ai_interval"] = list(self.ai_interval) if self.ai_interval is not None else None
         return out
 
 
@@ -114,6 +123,37 @@ def decision_rng(seed: int, pair: str, candle: datetime, stream: str = "decision
 
 def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def contributions(weights: dict[str, float], scores: dict[str, float | None]
+                  ) -> dict[str, float]:
+    """weight × score of every weighted component with a finite score: the terms of
+    :func:`~learning.brain.bandit.combine`, so they sum to the overall score."""
+    return {c: w * float(scores[c]) for c, w in weights.items() if _finite(scores.get(c))}
+
+
+def explain(d: dict[str, Any]) -> str:
+    """One readable line for a decision record (:meth:`Decision.to_dict`), e.g.
+    ``technical +0.21, theme +0.08 = +0.29 vs 0.36 (Balanced, CHOPPY): skip; ai abstained
+    (interval [-0.40%, +0.60%]); BOCD 0.12``. The terms are the contributions rounded to two
+    decimals; their exact sum is the overall score."""
+    parts = [f"{c} {v:+.2f}" for c, v in d.get("contributions", {}).items()]
+    overall = d.get("overall")
+    head = ", ".join(parts) or "no component"
+    head += f" = {overall:+.2f}" if _finite(overall) else " = n/a"
+    head += f" vs {d.get('threshold', float('nan')):.2f} ({d.get('learner')}, {d.get('regime')})"
+    head += ": take" if d.get("take") else ": skip"
+    if d.get("abstained"):
+        head += " (learner abstains: learned mean below the gate)"
+    tail = []
+    interval = d.get("ai_interval")
+    if d.get("ai_abstained") and interval:
+        tail.append(f"ai abstained (interval [{interval[0]:+.2%}, {interval[1]:+.2%}])")
+    elif interval:
+        tail.append(f"ai interval [{interval[0]:+.2%}, {interval[1]:+.2%}]")
+    if _finite(d.get("changepoint")):
+        tail.append(f"BOCD {d['changepoint']:.2f}")
+    return "; ".join([head, *tail])
 
 
 def _round(d: dict[str, float | None]) -> dict[str, float | None]:
@@ -182,11 +222,14 @@ class Brain:
     def decide(self, now: datetime, pair: str, scores: dict[str, float | None], regime: str,
                regime_confidence: float, drawdown: float | None, entry_threshold: float,
                policy: str = "", force_fallback: bool = False,
-               candle: datetime | None = None) -> Decision:
+               candle: datetime | None = None,
+               context: dict[str, Any] | None = None) -> Decision:
         """Decide whether to enter ``pair`` now. Never raises on bad scores: a component whose
         score is not finite is left out, and with none left the decision is "skip". The draws
         are seeded by (seed, pair, ``candle``: the time of the candle decided on, default
-        ``now``)."""
+        ``now``). ``context`` (``changepoint``, ``ai_interval``, ``ai_abstained``) is recorded
+        for the explanation only."""
+        context = context or {}
         rng = self.rng_for(pair, candle or now)
         regime = regime if self.config.regime.enabled else Regime.UNKNOWN.value
         key = self.learning_key(regime)
@@ -241,7 +284,15 @@ class Brain:
             expected=round(expected, 6) if expected is not None else None,
             abstained=abstained,
             learned_real=sum(v.get("real", 0) for v in self.state.events.values()),
-            learned_shadow=sum(v.get("shadow", 0) for v in self.state.events.values()))
+            learned_shadow=sum(v.get("shadow", 0) for v in self.state.events.values()),
+            contributions={c: round(v, 6) for c, v in contributions(weights, scores).items()},
+            changepoint=round(float(context["changepoint"]), 4)
+            if _finite(context.get("changepoint")) else None,
+            ai_interval=tuple(round(float(v), 6) for v in context["ai_interval"])
+            if context.get("ai_interval") is not None else None,
+            ai_abstained=bool(context.get("ai_abstained", False)))
+        record = decision.to_dict()
+        decision = dataclasses.replace(decision, explanation=explain(record))
         self._decisions.append(decision.to_dict())
         return decision
 

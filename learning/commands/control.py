@@ -59,6 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="a freqtrade backtest result (file or folder) to summarise")
     p.add_argument("--out", type=str, default="user_data/learning/report",
                    help="output folder (default: %(default)s)")
+    p.add_argument("--models", type=str, default=None,
+                   help="a FreqAI models folder (user_data/models/<identifier>) whose windows "
+                   "carry SHAP shares (LightGBMConformal): per-regime feature importance")
     p.set_defaults(func=cmd_report)
 
     p = subparsers.add_parser("config-reference",
@@ -294,7 +297,11 @@ def cmd_report(args: argparse.Namespace) -> int:
                                                   "profit_factor", "sharpe",
                                                   "backtest_start", "backtest_end")}
                     for name, s in raw["strategy"].items()}
-    page = write_report(Path(args.out), info, decisions, outcomes, btc, regimes, backtest)
+    models = Path(args.models) if args.models else None
+    if models is not None and not models.is_dir():
+        raise StateError(f"--models {models}: no such folder")
+    page = write_report(Path(args.out), info, decisions, outcomes, btc, regimes, backtest,
+                        models)
     print(f"report written to {page}")
     return 0
 

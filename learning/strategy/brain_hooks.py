@@ -16,6 +16,9 @@ import numpy as np
 import pandas as pd
 from freqtrade.strategy import IStrategy
 
+from learning.brain.changepoint import OUTPUT_COLUMN as CP_COLUMN
+from learning.brain.changepoint import ChangepointDetector
+from learning.brain.changepoint import level as changepoint_level
 from learning.brain.components import asof_merge, sentiment_score, theme_score
 from learning.brain.decision import SCHEMA_VERSION as BRAIN_SCHEMA
 from learning.brain.decision import Brain, Decision
@@ -30,7 +33,8 @@ BRAIN_STATE_NAME = "brain"
 CHAMPION_STATE_NAME = "router_champion"  # the router's champion, for a start without its db
 CHAMPION_SCHEMA = 1
 REGIME_BY_ID = {v: k for k, v in REGIME_IDS.items()}
-CONTEXT_COLUMNS = ("score_sentiment", "regime_id", "regime_confidence", *PROB_COLUMNS)
+CONTEXT_COLUMNS = ("score_sentiment", "regime_id", "regime_confidence", *PROB_COLUMNS,
+                   CP_COLUMN)
 CRISIS_ID = REGIME_IDS[Regime.CRISIS]
 
 
@@ -41,6 +45,8 @@ class BrainHooks(IStrategy):
     def _init_brain(self) -> None:
         self.brain = Brain(self.learning)
         self.detector = RegimeDetector(self.learning.regime.detector)
+        self.changepoints = ChangepointDetector(self.learning.changepoint,
+                                                self.learning.regime.detector.timeframe)
         self._context_key: tuple | None = None
         self._context: pd.DataFrame | None = None
         self._pending: dict[str, dict[str, Any]] = {}
@@ -261,11 +267,20 @@ class BrainHooks(IStrategy):
             return self._context
         ctx = pd.DataFrame({"date": btc["date"]})
         ctx["score_sentiment"] = sentiment_score(btc, day=24 * 60 // _minutes(tf)).to_numpy()
+        cp = self._changepoints(btc)
+        ctx[CP_COLUMN] = cp
         if self.learning.regime.enabled:
             others = self._peer_frames(tf, skip=self.learning.regime.btc_pair)
             try:
                 feats = regime_features(btc, others, self.learning.regime.detector)
-                reg = self.detector.detect(feats)
+                settings = self.learning.changepoint
+                if settings.enabled and settings.feed_regime:
+                    # An alarm lets the detector switch at once and refits it a little later.
+                    alarm = np.nan_to_num(cp, nan=0.0) > settings.block_above
+                    reg = self.detector.detect(feats, alarm=alarm, refit_delay=candles(
+                        settings.refit_after, tf))
+                else:
+                    reg = self.detector.detect(feats)
                 ctx["regime_id"] = reg["regime_id"].to_numpy()
                 ctx["regime_confidence"] = reg["regime_confidence"].to_numpy()
                 for col in PROB_COLUMNS:
@@ -278,6 +293,30 @@ class BrainHooks(IStrategy):
                 ctx[col] = 0.0
         self._context_key, self._context = key, ctx
         return ctx
+
+    def _changepoints(self, btc: pd.DataFrame) -> np.ndarray:
+        """P(changepoint within the window) per market-proxy candle; NaN when off or failing
+        (no alarm: the trading path never raises)."""
+        if not self.learning.changepoint.enabled:
+            return np.full(len(btc), np.nan)
+        try:
+            return self.changepoints.probabilities(btc)
+        except Exception as err:
+            self._log_once(f"changepoint-{type(err).__name__}", "AdvancedLearning: changepoint "
+                           "detection failed (%s); no alarms", err, level=logging.ERROR)
+            return np.full(len(btc), np.nan)
+
+    def changepoint_level(self, now: datetime) -> int:
+        """The changepoint alarm at the last closed candle: 0 none, 1 entries and adds blocked,
+        2 exit all positions (``changepoint.block_above`` / ``exit_above``)."""
+        cfg = self.learning.changepoint
+        if not cfg.enabled:
+            return 0
+        for series in self._series.values():
+            i = series.last_closed(now)
+            if i >= 0:
+                return changepoint_level(float(series.changepoint[i]), cfg)
+        return 0
 
     def add_brain_columns(self, dataframe: pd.DataFrame, pair: str) -> pd.DataFrame:
         """Theme, sentiment and regime columns on the pair's frame (all causal)."""
@@ -362,7 +401,8 @@ class BrainHooks(IStrategy):
         rule = self._policy_types.get(policy) == "rule" if policy else False
         decision = self.brain.decide(now, pair, scores, regime, conf, dd,
                                      self.entry_threshold.value, policy=policy,
-                                     force_fallback=rule, candle=self._candle_of(now))
+                                     force_fallback=rule, candle=self._candle_of(now),
+                                     context=self.decision_context(pair, now))
         self._brain_dirty = True
         if entry_tag == "force_entry":
             # A user's forced entry is the user's decision; the guard still sizes it.
@@ -375,6 +415,18 @@ class BrainHooks(IStrategy):
         self._pending[pair] = record
         self._chart_decision(pair, record)
         return decision
+
+    def decision_context(self, pair: str, now: datetime) -> dict[str, Any]:
+        """What a decision's explanation shows besides the score: the changepoint probability
+        and the ai component's conformal interval (and whether it abstained)."""
+        series = self._series.get(pair)
+        i = series.last_closed(now) if series else -1
+        if i < 0:
+            return {}
+        lo, hi = float(series.ai_lo[i]), float(series.ai_hi[i])
+        return {"changepoint": float(series.changepoint[i]),
+                "ai_interval": (lo, hi) if np.isfinite(lo) and np.isfinite(hi) else None,
+                "ai_abstained": bool(series.ai_abstain[i]) and self.learning.conformal.abstain}
 
     def daily_vol(self, pair: str, now: datetime) -> float:
         """The pair's daily volatility (fraction) at the last closed candle, from the EWMA
@@ -496,6 +548,9 @@ class BrainHooks(IStrategy):
         if decision is None:
             return
         trade.set_custom_data("decision", decision)
+        if decision.get("explanation"):
+            # FreqUI's trade view: why it took this trade, in one line
+            trade.set_custom_data("explanation", decision["explanation"])
         self._trade_learner[trade.id] = decision["learner"]
 
     def record_exit_fill(self, trade: Any, order: Any, now: datetime) -> None:

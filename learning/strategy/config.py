@@ -12,12 +12,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from learning.brain.budget import BudgetConfig
+from learning.brain.changepoint import ChangepointConfig
 from learning.brain.config import BanditSettings, BrainConfig, RegimeSettings
 from learning.brain.meta import MetaConfig
 from learning.brain.profiles import ProfileConfig
 from learning.brain.shadow import ShadowConfig
 from learning.core.config import SECTION, _f, parse_section
 from learning.core.risk import RiskConfig
+from learning.encoder.conformal import ConformalConfig
 from learning.router.config import RouterSettings
 
 
@@ -71,6 +74,11 @@ class LearningConfig:
     profiles: ProfileConfig = _f(ProfileConfig(), "Exit profiles (SCALP / SWING / RUNNER).")
     sizing: SizingConfig = _f(SizingConfig(), "Trade sizing and exit parameters.")
     router: RouterSettings = _f(RouterSettings(), "Policy router.")
+    changepoint: ChangepointConfig = _f(ChangepointConfig(), "Changepoint detection (BOCD) on "
+                                        "the market proxy.")
+    conformal: ConformalConfig = _f(ConformalConfig(), "Conformal intervals around the FreqAI "
+                                    "model's predicted return.")
+    budget: BudgetConfig = _f(BudgetConfig(), "Portfolio risk budget across open trades.")
 
 
 def load_learning_config(ft_config: Mapping[str, Any]) -> LearningConfig:

@@ -264,7 +264,7 @@ class SizingHooks(IStrategy):
         if action == Action.INCREASE:
             verdict = self.guard.check_stake(now, equity or 0.0, tranche,
                                              held=trade.stake_amount if held is None else held,
-                                             min_stake=min_stake, crisis=self.crisis(now))
+                                             min_stake=min_stake, **self.alarms(now))
             return (min(verdict.amount, max_stake), "pyr_increase") if verdict else None
         if action == Action.DECREASE and trade.stake_amount - tranche >= (min_stake or 0.0):
             return -tranche, "pyr_decrease"

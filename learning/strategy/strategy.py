@@ -68,6 +68,7 @@ GUARD_EVENTS = {
                          "--reset-drawdown` lifts it",
     "daily_loss_halt": "the daily loss limit was hit today",
     "crisis_cash_only": "CRISIS regime, cash only",
+    "changepoint_alarm": "changepoint alarm on the market proxy: no entries or adds",
 }
 
 
@@ -105,6 +106,9 @@ class _PairSeries:
     score: np.ndarray  # technical
     atr_pct: np.ndarray
     ai: np.ndarray
+    ai_lo: np.ndarray  # conformal interval of the predicted return (NaN: none)
+    ai_hi: np.ndarray
+    ai_abstain: np.ndarray  # 1 where that interval contains zero
     theme: np.ndarray
     sentiment: np.ndarray
     trend_score: np.ndarray  # the trend component (time-series momentum)
@@ -114,6 +118,7 @@ class _PairSeries:
     regime_id: np.ndarray
     regime_conf: np.ndarray
     regime_probs: np.ndarray  # (N, 5) in PROB_COLUMNS order
+    changepoint: np.ndarray  # P(changepoint within the window) of the market proxy (NaN: none)
     pyr: dict[str, np.ndarray] | None  # PPOPyramiding grid columns (+ do_predict), if any
     trend: np.ndarray  # trade-parameter agent inputs (learning.agents.trade_sim.pair_features)
     vol: np.ndarray
@@ -194,6 +199,7 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
             maxlen=20_000 if self._live else None)
         self._trim_to: dict[int, float | None] = {}  # trade id -> stake to trim back to
         self._plans: dict[int, ExitPlan | None] = {}  # trade id -> exit plan (profiles)
+        self._cp_trimmed: set[int] = set()  # trades trimmed in the current changepoint alarm
         self._last_loop: datetime | None = None  # backtests: the last candle's bot loop
         self._run_pending = False  # rebuild the learning state before the next candle
         self._run_end: datetime | None = None  # backtests: the end of the timerange
@@ -303,7 +309,7 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         self.guard = RiskGuard(self.learning.risk)
         self.brain = Brain(self.learning)
         for book in (self._pending, self._pending_sizing, self._trade_learner, self._preselected,
-                     self._trim_to, self._plans, self._shadow_last):
+                     self._trim_to, self._plans, self._shadow_last, self._cp_trimmed):
             book.clear()
         self._shadow_book = None
         self._waiting = PendingEntries(self.store, persist=self._live)
@@ -378,6 +384,7 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
     def populate_indicators(self, dataframe: pd.DataFrame, metadata: dict) -> pd.DataFrame:
         pair = metadata["pair"]
         dataframe["score_ai"] = np.nan  # excluded from the weights unless a model predicts
+        dataframe["ai_lo"], dataframe["ai_hi"], dataframe["ai_abstain"] = np.nan, np.nan, 0
         if self.freqai_enabled:
             try:
                 dataframe = self.freqai.start(dataframe, metadata, self)
@@ -389,6 +396,7 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
                                "sizing)", pair, err, level=logging.ERROR)
             else:
                 dataframe["score_ai"] = self.ai_score(dataframe)
+            self.ai_interval(dataframe)
         add_technical(dataframe, candles(self.learning.brain.volatility_baseline,
                                          self.timeframe))
         self.add_brain_columns(dataframe, pair)
@@ -420,6 +428,9 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
             score=dataframe["score_technical"].to_numpy(dtype="float64"),
             atr_pct=dataframe["atr_pct"].to_numpy(dtype="float64"),
             ai=dataframe["score_ai"].to_numpy(dtype="float64"),
+            ai_lo=dataframe["ai_lo"].to_numpy(dtype="float64"),
+            ai_hi=dataframe["ai_hi"].to_numpy(dtype="float64"),
+            ai_abstain=dataframe["ai_abstain"].to_numpy(dtype="int64"),
             theme=dataframe["score_theme"].to_numpy(dtype="float64"),
             sentiment=dataframe["score_sentiment"].to_numpy(dtype="float64"),
             trend_score=dataframe["score_trend"].to_numpy(dtype="float64"),
@@ -429,6 +440,7 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
             regime_id=dataframe["regime_id"].to_numpy(dtype="int64"),
             regime_conf=dataframe["regime_confidence"].to_numpy(dtype="float64"),
             regime_probs=dataframe[list(self._prob_columns)].to_numpy(dtype="float64"),
+            changepoint=dataframe["changepoint_prob"].to_numpy(dtype="float64"),
             pyr={c: dataframe[c].to_numpy(dtype="float64") for c in dataframe.columns
                  if c.startswith("&-pyr_a_") or c == "do_predict"}
             if "&-pyr_flat_increase" in dataframe else None,
@@ -459,7 +471,10 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
             fallback_possible)
         cash = (learning.risk.crisis_cash_only and learning.regime.enabled) & \
             (dataframe["regime_id"] == CRISIS_ID)
-        cond = dataframe["data_ok"] & could & ~cash
+        cp = learning.changepoint
+        alarm = (dataframe["changepoint_prob"].fillna(0.0) > cp.block_above) if cp.enabled \
+            else False
+        cond = dataframe["data_ok"] & could & ~cash & ~alarm
         dataframe.loc[cond, ["enter_long", "enter_tag"]] = (1, "candidate")
         self.tag_live_candidate(dataframe, metadata["pair"])
         return dataframe
@@ -538,6 +553,10 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
     def crisis(self, now: datetime) -> bool:
         """Whether the market was in the CRISIS regime at the last closed candle."""
         return self.learning.regime.enabled and self.regime_now(now) == CRISIS_ID
+
+    def alarms(self, now: datetime) -> dict[str, Any]:
+        """The market-wide alarms the guard acts on: CRISIS and the changepoint level."""
+        return {"crisis": self.crisis(now), "changepoint": self.changepoint_level(now)}
 
     def _poll_control(self, now: datetime) -> None:
         """Apply new ``ftlearn halt/resume`` commands, save the guard, then acknowledge them
@@ -656,6 +675,14 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         share = decision.stake_share if learned else 1.0
         room = self.guard.max_stake(equity) * self.initial_stake_share()
         allowance = room * share * self.vol_scale(pair, current_time)
+        budget = self.risk_budget(pair, current_time)
+        if budget is not None:
+            if budget.factor <= 0:
+                self._pending.pop(pair, None)
+                self._refuse_forced(pair, entry_tag, f"risk budget: correlation "
+                                    f"{budget.correlation:.2f} with {budget.with_pair}")
+                return 0.0
+            allowance *= budget.factor  # never above 1: a budget only lowers the stake
         desired = min(proposed_stake, allowance)
         if learned and self.agents is not None:
             params = self.size_with_agent(pair, current_time, equity, allowance,
@@ -666,7 +693,7 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
                 desired = min(proposed_stake, params["stake"])
                 self._pending_sizing[pair] = params
         verdict = self.guard.check_stake(current_time, equity, min(desired, room),
-                                         min_stake=min_stake, crisis=self.crisis(current_time))
+                                         min_stake=min_stake, **self.alarms(current_time))
         if not verdict:
             self._pending.pop(pair, None)
             self._refuse_forced(pair, entry_tag, ", ".join(map(describe, verdict.reasons)))
@@ -675,6 +702,45 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
                            ", ".join(verdict.reasons), level=logging.INFO)
             return 0.0
         return min(verdict.amount, max_stake)
+
+    def risk_budget(self, pair: str, now: datetime) -> Any:
+        """The portfolio risk budget of an entry on ``pair`` (``budget.enabled``): its stake
+        factor from the pairwise correlation cap with the open trades' pairs
+        (:func:`learning.brain.budget.correlation_budget`); None when off."""
+        cfg = self.learning.budget
+        if not cfg.enabled:
+            return None
+        from learning.brain.budget import correlation_budget
+
+        window = candles(cfg.window, self.timeframe, minimum=3)
+        rows = candles(cfg.min_history, self.timeframe, minimum=3)
+
+        def returns(p: str) -> pd.Series | None:
+            series = self._series.get(p)
+            i = series.last_closed(now) if series else -1
+            if i < 1:
+                return None
+            lo = max(0, i - window)
+            c = series.close[lo:i + 1]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r = np.diff(np.log(c))
+            return pd.Series(r, index=series.close_ns[lo + 1:i + 1])
+
+        mine = returns(pair)
+        open_pairs = sorted({t.pair for t in Trade.get_open_trades()} - {pair})
+        others = {p: r for p in open_pairs if (r := returns(p)) is not None}
+        if mine is None:
+            return None
+        frame = pd.concat({pair: mine, **others}, axis=1, join="inner")
+        budget = correlation_budget(frame[pair].to_numpy(),
+                                    {p: frame[p].to_numpy() for p in others}, cfg, rows)
+        if budget.reason in ("too_little_history", "singular_covariance"):
+            self._log_once(f"budget-{budget.reason}", "AdvancedLearning: risk budget: %s for "
+                           "%s at %s; falling back to inverse-volatility sizing", budget.reason
+                           .replace("_", " "), pair, now, level=logging.INFO)
+        elif budget.reason in ("correlation_cap", "refused"):
+            self.brain.count("budget", budget.reason)
+        return budget
 
     def vol_scale(self, pair: str, now: datetime) -> float:
         """Volatility targeting for ``pair`` now (:func:`vol_target_scale`); the forecast is
@@ -690,7 +756,7 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         if side != "long":
             return False
         equity = self._current_equity(current_time)
-        blocks = self.guard.blocks(current_time, self.crisis(current_time))
+        blocks = self.guard.blocks(current_time, **self.alarms(current_time))
         if equity is None or blocks:
             logger.info("AdvancedLearning: entry on %s vetoed: %s", pair,
                         ", ".join(blocks) or "equity unknown")
@@ -732,8 +798,12 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
             self._trim_to[trade.id] = None
             trade.set_custom_data("trim_to", None)
         p = self.learning.pyramiding
-        if self.guard.exit_reason(current_time, self.crisis(current_time)):
+        alarms = self.alarms(current_time)
+        if self.guard.exit_reason(current_time, **alarms):
             return None  # custom_exit closes the whole trade
+        cut = self.changepoint_cut(trade, alarms["changepoint"], current_rate)
+        if cut is not None:
+            return cut
         rl = self.rl_adjustment(trade, current_time, current_profit, min_stake, max_stake,
                                 held=self.held_value(trade, current_rate))
         if rl is not NOT_RL:
@@ -755,10 +825,25 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
             if trade.nr_of_successful_entries else trade.stake_amount
         verdict = self.guard.check_stake(current_time, equity, first_stake * p.add_fraction,
                                          held=self.held_value(trade, current_rate),
-                                         min_stake=min_stake, crisis=self.crisis(current_time))
+                                         min_stake=min_stake, **self.alarms(current_time))
         if not verdict:
             return None
         return min(verdict.amount, max_stake), "add"
+
+    def changepoint_cut(self, trade: Trade, level: int, rate: float) -> tuple[float, str] | None:
+        """A changepoint alarm keeps ``changepoint.stake_factor`` of an open position: one trim
+        per trade and alarm (a candle without an alarm ends it)."""
+        if level < 1:
+            self._cp_trimmed.discard(trade.id)
+            return None
+        keep = self.learning.changepoint.stake_factor
+        if trade.id in self._cp_trimmed or keep >= 1.0:
+            return None
+        self._cp_trimmed.add(trade.id)
+        excess = trade.stake_amount * (1.0 - keep)
+        if excess <= 0 or not self._exit_possible(trade, excess, rate):
+            return None
+        return -excess, "changepoint_trim"
 
     @staticmethod
     def held_value(trade: Trade, rate: float) -> float:
@@ -788,7 +873,7 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
 
     def custom_exit(self, pair: str, trade: Trade, current_time: datetime, current_rate: float,
                     current_profit: float, **kwargs: Any) -> str | None:
-        return self.guard.exit_reason(current_time, self.crisis(current_time)) or \
+        return self.guard.exit_reason(current_time, **self.alarms(current_time)) or \
             self.agent_exit(trade, current_time, current_profit) or \
             self.rl_exit(trade, current_time, current_profit) or \
             self.profile_exit(trade, current_time, current_profit)

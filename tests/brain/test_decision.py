@@ -179,3 +179,25 @@ def test_could_take_with_only_sentiment_barely_above_threshold_is_false():
     assert list(could) == [False, True]
     cautious = b.could_take(scores, np.array([False, True]), 0.3, fallback_possible=False)
     assert list(cautious) == [False, False], "UNKNOWN: Conservative's 0.45 bar"
+
+
+def test_explanation_contributions_sum_to_the_overall_score():
+    import re
+
+    b = brain()
+    for i, scores in enumerate(({"technical": 0.9, "ai": -0.2, "theme": 0.8, "sentiment": 0.1,
+                                 "trend": 0.4},
+                                {"technical": -0.3, "ai": None, "theme": 0.05, "sentiment": 0.7,
+                                 "trend": -0.6})):
+        d = b.decide(T0 + timedelta(hours=i), "ETH/USDT", scores, "CHOPPY", 0.5, 0.0, 0.3,
+                     context={"changepoint": 0.12, "ai_interval": (-0.004, 0.006),
+                              "ai_abstained": scores["ai"] is None})
+        assert abs(sum(d.contributions.values()) - d.overall) <= 1e-4 + 1e-6 * len(scores)
+        assert set(d.contributions) == set(d.weights)
+        terms = [float(x) for x in re.findall(r"[a-z]+ ([+-]\d\.\d\d)", d.explanation)]
+        total = float(re.search(r"= ([+-]\d\.\d\d)", d.explanation).group(1))
+        assert abs(sum(terms) - total) <= 0.005 * len(terms) + 0.005, d.explanation
+        assert "BOCD 0.12" in d.explanation
+        assert ("ai abstained (interval [-0.40%, +0.60%])" in d.explanation) == (
+            scores["ai"] is None)
+    assert b.recent_decisions()[-1]["explanation"] == d.explanation

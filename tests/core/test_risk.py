@@ -253,3 +253,14 @@ def test_drawdown_halt_with_reset_after_lifts_after_the_cool_off_and_restarts_th
     assert events == ["drawdown_cool_off"] and not g.state.drawdown_halt
     assert g.state.peak_equity == 8_200
     assert g.state.events[-1]["kind"] == "drawdown_cool_off"
+
+
+def test_changepoint_alarm_blocks_at_level_one_and_exits_at_level_two():
+    g = RiskGuard(RiskConfig())
+    now = datetime(2025, 1, 2, tzinfo=UTC)
+    assert g.blocks(now, changepoint=0) == ()
+    assert g.blocks(now, changepoint=1) == ("changepoint_alarm",)
+    assert g.exit_reason(now, changepoint=1) is None
+    assert g.exit_reason(now, changepoint=2) == "risk_changepoint"
+    assert not g.check_stake(now, 1000.0, 50.0, changepoint=1)
+    assert g.check_stake(now, 1000.0, 50.0, changepoint=0).amount == 50.0

@@ -97,3 +97,25 @@ def test_plot_config_columns_exist_and_regimes_are_shaded(frames, tmp_path):
     for a in areas:
         inside = df[(df["date"] >= a["start"]) & (df["date"] < a["end"])]
         assert (inside["regime"] == a["label"].split(" ")[0]).all()
+
+
+def test_changepoint_and_its_regime_feed_are_causal(frames, tmp_path):
+    from strategies.AdvancedLearning import AdvancedLearning
+
+    def build(folder):
+        config = json.loads((ROOT / "config.json").read_text())
+        config.update({"user_data_dir": str(folder), "runmode": RunMode.BACKTEST})
+        config.setdefault("advanced_learning", {})["changepoint"] = {"enabled": True}
+        return AdvancedLearning(config)
+
+    full = analyzed(build(tmp_path / "a"), frames, pd.Timestamp("2025-08-15", tz="UTC"),
+                    "ETH/USDT")
+    assert full["changepoint_prob"].iloc[-2000:].notna().all(), "BOCD is known by then"
+    for cut in ("2025-07-05 09:35", "2025-08-01 00:00"):
+        end = pd.Timestamp(cut, tz="UTC")
+        part = analyzed(build(tmp_path / cut.replace(":", "")), frames, end, "ETH/USDT")
+        row_part = part.iloc[-1]
+        row_full = full[full["date"] == part["date"].iloc[-1]].iloc[0]
+        for col in ("changepoint_prob", "regime_id", "regime_confidence"):
+            a, b = float(row_part[col]), float(row_full[col])
+            assert (np.isnan(a) and np.isnan(b)) or np.isclose(a, b, atol=1e-9), (cut, col, a, b)
