@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.signal import lfilter
 
 _EPS = 1e-12
 
@@ -139,13 +140,33 @@ def trend_score(dates: pd.Series, close: pd.Series, timeframe: str, daily: pd.Da
     return pd.Series(score, index=close.index).clip(-1, 1)
 
 
-def ewma_volatility(close: pd.Series, timeframe: str, halflife: pd.Timedelta) -> pd.Series:
-    """Annualised volatility forecast: EWMA of squared log returns (RiskMetrics), causal."""
+def ewma_volatility(close: pd.Series, timeframe: str, halflife: pd.Timedelta,
+                    halflives: float = 4.0) -> pd.Series:
+    """Annualised volatility forecast: an EWMA of squared log returns (RiskMetrics), causal,
+    truncated to the last ``halflives`` half-lives (the 6% of weight beyond is dropped and the
+    rest renormalised), so a value depends on a fixed window and not on where the data starts
+    (freqtrade's recursive-analysis checks this). NaN until the window is full."""
+    step = pd.Timedelta(minutes=_tf_minutes(timeframe))
     per_year = 365.0 * 1440.0 / _tf_minutes(timeframe)
-    span = max(1.0, halflife / pd.Timedelta(minutes=_tf_minutes(timeframe)))
-    r = np.log(close.astype("float64") / close.astype("float64").shift(1))
-    var = (r * r).ewm(halflife=span, min_periods=max(2, int(span))).mean()
-    return np.sqrt(var * per_year)
+    h = max(1.0, halflife / step)
+    window = max(2, math.ceil(halflives * h))
+    lam = 0.5 ** (1.0 / h)
+    c = close.astype("float64").to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.log(c[1:] / c[:-1])
+    x = np.concatenate([[np.nan], r])
+    ok = np.isfinite(x)
+    x2 = np.where(ok, x * x, 0.0)
+    # IIR sums S_t = x_t + lam S_{t-1}; the window's sum is S_t - lam^W S_{t-W}.
+    num = lfilter([1.0], [1.0, -lam], x2)
+    den = lfilter([1.0], [1.0, -lam], ok.astype("float64"))
+    tail = lam ** window
+    num_w = num - tail * np.concatenate([np.zeros(window), num[:-window]])
+    den_w = den - tail * np.concatenate([np.zeros(window), den[:-window]])
+    full = pd.Series(ok.astype("float64")).rolling(window, min_periods=window).sum().to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = np.where(full >= window // 2, num_w / den_w, np.nan)
+    return pd.Series(np.sqrt(var * per_year), index=close.index)
 
 
 def _aligned_value(dates: pd.Series, frame: pd.DataFrame, column: str) -> pd.Series:

@@ -155,6 +155,9 @@ class ShadowBook:
         self._ready: list[tuple[int, int, ShadowOutcome]] = []  # heap by release time
         self._pending: dict[str, list[tuple[ShadowTrade, str]]] = {}  # pair -> unresolved
         self._tried_len: dict[str, int] = {}  # pair -> path length of the last attempt
+        # pair -> ((entry candle, path length), {(entry, plan, length): resolution}): the
+        # resolutions of the newest entry candle, shared by every track that enters there
+        self._memo: dict[str, tuple[tuple[int, int], dict]] = {}
         self._seq = 0
         self.opened = 0
         self.released = 0
@@ -170,7 +173,17 @@ class ShadowBook:
         if i >= len(path.close_ns) or int(path.close_ns[i]) != trade.entry_ns:
             self.lost += 1
             return
-        res = resolve(path, i, trade.plans[name], self.fee, step_ns)
+        # Every track entering the same pair at the same candle under the same plan has the
+        # same outcome: resolve it once (the probe, each learner and each policy share it).
+        plan = trade.plans[name]
+        memo_key = (trade.entry_ns, plan, len(path.close_ns))
+        memo = self._memo.get(trade.pair)
+        if memo is None or memo[0] != (trade.entry_ns, len(path.close_ns)):
+            memo = self._memo[trade.pair] = ((trade.entry_ns, len(path.close_ns)), {})
+        if memo_key in memo[1]:
+            res = memo[1][memo_key]
+        else:
+            res = memo[1][memo_key] = resolve(path, i, plan, self.fee, step_ns)
         if res is None:
             self._pending.setdefault(trade.pair, []).append((trade, name))
             self._tried_len[trade.pair] = len(path.close_ns)

@@ -226,12 +226,15 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
 
     def required_startup_candles(self, timeframe: str) -> int:
         """History every causal window needs at ``timeframe``: the TA-Lib indicators (in
-        candles), twice the theme and volatility windows, and the regime detector's warm-up,
-        first fit and first refit period (in its own timeframe's candles)."""
+        candles), twice the theme and volatility windows, the volatility forecast's window, and
+        the regime detector's warm-up, first fit and first refit period (in its own timeframe's
+        candles)."""
         tf = minutes_of(timeframe)
         brain = self.learning.brain
         need = [WARMUP_CANDLES, 2 * candles(brain.theme_window, timeframe),
-                2 * candles(brain.volatility_baseline, timeframe)]
+                2 * candles(brain.volatility_baseline, timeframe),
+                # the volatility forecast's window (four half-lives, ewma_volatility)
+                4 * candles(self.learning.sizing.vol_halflife, timeframe) + 1]
         if self.learning.regime.enabled:
             det = self.learning.regime.detector
             minutes = (det.warmup_candles + det.min_fit_candles + det.refit_every) * minutes_of(
