@@ -161,8 +161,14 @@ def ewma_volatility(close: pd.Series, timeframe: str, halflife: pd.Timedelta,
     num = lfilter([1.0], [1.0, -lam], x2)
     den = lfilter([1.0], [1.0, -lam], ok.astype("float64"))
     tail = lam ** window
-    num_w = num - tail * np.concatenate([np.zeros(window), num[:-window]])
-    den_w = den - tail * np.concatenate([np.zeros(window), den[:-window]])
+
+    def lagged(a: np.ndarray) -> np.ndarray:  # a[t - window], 0 before the start
+        out = np.zeros_like(a)
+        out[window:] = a[:-window] if len(a) > window else out[window:]
+        return out
+
+    num_w = num - tail * lagged(num)
+    den_w = den - tail * lagged(den)
     full = pd.Series(ok.astype("float64")).rolling(window, min_periods=window).sum().to_numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
         var = np.where(full >= window // 2, num_w / den_w, np.nan)
