@@ -411,9 +411,7 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         dataframe["trend_daily"] = trend_score(dataframe["date"], dataframe["close"],
                                                self.timeframe, daily, trend_days,
                                                daily_close=True).to_numpy()
-        dataframe["vol_forecast"] = ewma_volatility(
-            dataframe["close"], self.timeframe,
-            pd.Timedelta(parse_duration(self.learning.sizing.vol_halflife))).to_numpy()
+        dataframe["vol_forecast"] = self.volatility_forecast(dataframe)
         bad = int((~dataframe["data_ok"]).iloc[self.startup_candle_count:].sum())
         if bad:
             self._log_once(f"bad-rows-{pair}", "AdvancedLearning: %s has %d candles with NaN, "
@@ -453,6 +451,19 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         self._add_guard_columns(dataframe, dates)
         self._add_decision_columns(dataframe, dates, pair)
         return dataframe
+
+    def volatility_forecast(self, dataframe: pd.DataFrame) -> np.ndarray:
+        """Annualised volatility forecast per candle: the FreqAI model's volatility head
+        (``&-s_vol``, the predicted standard deviation of returns per candle over its label
+        horizon) where it predicts (``do_predict == 1``), else the causal EWMA estimate."""
+        ewma = ewma_volatility(dataframe["close"], self.timeframe, pd.Timedelta(
+            parse_duration(self.learning.sizing.vol_halflife))).to_numpy()
+        if "&-s_vol" not in dataframe or "do_predict" not in dataframe:
+            return ewma
+        per_year = 365.0 * 1440.0 / minutes_of(self.timeframe)
+        model = dataframe["&-s_vol"].to_numpy(dtype="float64") * math.sqrt(per_year)
+        ok = (dataframe["do_predict"].to_numpy() == 1) & np.isfinite(model) & (model > 0)
+        return np.where(ok, model, ewma)
 
     def timeframe_to_td(self) -> timedelta:
         from freqtrade.exchange import timeframe_to_minutes

@@ -1,4 +1,5 @@
-"""Every timeframe: the strategy backtests end to end at 1h and 4h through the real CLI, with the
+"""Every timeframe: the strategy backtests end to end at 15m, 1h and 4h (5m: the other end-to-end
+tests) through the real CLI, with the
 market proxy read whether or not it is whitelisted, and stops at start-up with the missing file
 named when its candles are absent."""
 
@@ -32,12 +33,13 @@ def backtest(datadir, tmp_path, timeframe: str, pairs: list[str], timerange: str
                                   result_dir=tmp_path / "results", timeout=900), user
 
 
-@pytest.mark.parametrize(("timeframe", "timerange"), [("1h", "20250301-20250601"),
-                                                      ("4h", "20241001-20250601")])
+@pytest.mark.parametrize(("timeframe", "timerange"), [("15m", "20250301-20250401"),
+                                                      ("1h", "20250301-20250601"),
+                                                      ("4h", "20250301-20250901")])
 def test_backtest_at_slower_timeframes_trades_inside_the_cap_and_learns_from_shadows(
-        real_data_dir, tmp_path, timeframe, timerange):
+        market_data_dir, tmp_path, timeframe, timerange):
     pairs = ["ETH/USDT", "SOL/USDT", "XRP/USDT"]  # BTC only as the informative market proxy
-    run, user = backtest(real_data_dir, tmp_path, timeframe, pairs, timerange)
+    run, user = backtest(market_data_dir, tmp_path, timeframe, pairs, timerange)
     assert run.returncode == 0, run.output[-4000:]
     start = pd.Timestamp(timerange[:8], tz="UTC")
     # freqtrade began at the requested start: the start-up history fitted the timeframe
@@ -45,7 +47,7 @@ def test_backtest_at_slower_timeframes_trades_inside_the_cap_and_learns_from_sha
         run.output[-3000:]
     trades = run.trades("AdvancedLearning")
     assert len(trades) > 0
-    curve = equity_curve(trades, real_data_dir, pairs, timeframe, START, FEE, start,
+    curve = equity_curve(trades, market_data_dir, pairs, timeframe, START, FEE, start,
                          pd.Timestamp(timerange[9:], tz="UTC"))
     for fill, stake in stake_after_entries(trades):
         assert stake <= 0.2 * equity_before(curve, fill.time) * 1.005
@@ -57,12 +59,12 @@ def test_backtest_at_slower_timeframes_trades_inside_the_cap_and_learns_from_sha
     assert any(d["regime"] != "UNKNOWN" for d in decisions), "regimes at this timeframe"
 
 
-def test_missing_market_proxy_candles_stop_start_up_naming_the_file(real_data_dir, tmp_path):
+def test_missing_market_proxy_candles_stop_start_up_naming_the_file(market_data_dir, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     for pair in ("ETH_USDT", "SOL_USDT"):
         for tf in ("1h", "1d"):
-            shutil.copy(real_data_dir / f"{pair}-{tf}.feather", data)
+            shutil.copy(market_data_dir / f"{pair}-{tf}.feather", data)
     run, _ = backtest(data, tmp_path, "1h", ["ETH/USDT", "SOL/USDT"], "20250301-20250401")
     assert run.returncode != 0
     assert "BTC_USDT-1h.feather is missing" in " ".join(run.output.split()), run.output[-3000:]

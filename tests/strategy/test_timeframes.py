@@ -56,3 +56,22 @@ def test_volatility_targeted_stake_never_leaves_the_guard_cap(target, forecast, 
 def test_volatility_targeting_halves_the_stake_of_a_pair_twice_as_wild():
     assert vol_target_scale(0.5, 1.0) == 0.5 and vol_target_scale(0.5, 0.25) == 1.0
     assert vol_target_scale(0.0, 1.0) == 1.0, "off"
+
+
+def test_volatility_forecast_takes_the_models_volatility_head_where_it_predicts(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from tests.conftest import make_ohlcv
+
+    strategy = make_strategy(tmp_path)
+    strategy.timeframe = "1h"
+    df = make_ohlcv(600, freq="1h")
+    ewma = strategy.volatility_forecast(df)
+    df["&-s_vol"] = 0.01  # 1% per hour
+    df["do_predict"] = np.where(np.arange(len(df)) % 2 == 0, 1, 0)
+    both = strategy.volatility_forecast(df)
+    per_year = 365 * 24
+    np.testing.assert_allclose(both[::2], 0.01 * np.sqrt(per_year))
+    np.testing.assert_array_equal(both[1::2], ewma[1::2])
+    assert pd.isna(ewma[:100]).all() and np.isfinite(ewma[-100:]).all()
