@@ -82,3 +82,51 @@ def notes(diag: dict[str, Any]) -> list[str]:
                      + (f"until the end of the range ({h['days']:.1f} days)" if h["until_end"]
                         else f"to {h['end'][:16]} ({h['days']:.1f} days)"))
     return lines
+
+
+def volatility(trades: pd.DataFrame, datadir: Path, timeframe: str, equity: pd.Series,
+               halflife: str = "3d") -> dict[str, Any]:
+    """Realised against forecast (targeted) volatility of the positions taken.
+
+    Per trade: the pair's annualised volatility forecast at entry (the strategy's causal EWMA,
+    :func:`learning.brain.components.ewma_volatility`) and the volatility its returns realised
+    while the trade was open; a position's volatility is its stake's share of equity at entry
+    times either. Returns medians over trades (NaN-free trades only)."""
+    import math
+
+    import numpy as np
+
+    from learning.brain.components import ewma_volatility
+    from learning.core.durations import minutes_of, parse_duration
+    from learning.data.candles import load_candles
+
+    if trades is None or not len(trades) or equity is None or not len(equity):
+        return {}
+    per_year = 365.0 * 1440.0 / minutes_of(timeframe)
+    step = pd.Timedelta(minutes=minutes_of(timeframe))
+    rows = []
+    for pair, group in trades.groupby("pair"):
+        candles = load_candles(datadir, str(pair), timeframe)
+        forecast = pd.Series(ewma_volatility(candles["close"], timeframe,
+                                             pd.Timedelta(parse_duration(halflife))).to_numpy(),
+                             index=candles["date"] + step)  # known at the candle's close
+        logret = pd.Series(np.log(candles["close"] / candles["close"].shift(1)).to_numpy(),
+                           index=candles["date"])
+        for t in group.itertuples():
+            opened, closed = pd.Timestamp(t.open_date), pd.Timestamp(t.close_date)
+            f = forecast[forecast.index <= opened]
+            during = logret[(logret.index >= opened) & (logret.index < closed)].dropna()
+            eq = equity[equity.index <= opened]
+            if f.empty or len(during) < 3 or eq.empty or not math.isfinite(f.iloc[-1]):
+                continue
+            share = float(t.stake_amount) / float(eq.iloc[-1])
+            realised = float(during.std(ddof=1) * math.sqrt(per_year))
+            rows.append((f.iloc[-1], realised, share))
+    if not rows:
+        return {}
+    f, r, w = (np.array(x) for x in zip(*rows))
+    return {"trades": len(rows), "forecast_median": float(np.median(f)),
+            "realised_median": float(np.median(r)),
+            "realised_over_forecast_median": float(np.median(r / f)),
+            "position_targeted_median": float(np.median(w * f)),
+            "position_realised_median": float(np.median(w * r))}

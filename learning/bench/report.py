@@ -302,16 +302,21 @@ def learning_table(bench: BenchResult) -> str:
             return f"{n.get('real', 0)} / {n.get('shadow', 0)}"
 
         halts = d.get("halts", [])
+        vol = d.get("volatility") or {}
+        vol_text = (f"{100 * vol['position_realised_median']:.1f}% / "
+                    f"{100 * vol['position_targeted_median']:.1f}% "
+                    f"(pair {vol['realised_over_forecast_median']:.2f}x)" if vol else "-")
         rows.append(f"| `{_label(bench, r)}` | {pair('bandit')} | {pair('meta')} | "
                     f"{pair('profiles')} | {pair('router')} | {d.get('shadow_unresolved', 0)} | "
                     f"{100 * d.get('fallback_share', 0):.1f}% | "
                     f"{100 * d.get('abstained_share', 0):.1f}% | {len(halts)}, "
-                    f"{sum(h['days'] for h in halts):.1f} d | "
+                    f"{sum(h['days'] for h in halts):.1f} d | {vol_text} | "
                     f"{'; '.join(d.get('errors', [])) or '-'} |")
     if not rows:
         return ""
     head = ("| variant | bandit | meta | profiles | router | unresolved | fallback | abstained "
-            "| halts | errors |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+            "| halts | position vol realised / targeted | errors |\n"
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     return head + "\n" + "\n".join(rows)
 
 
@@ -368,7 +373,10 @@ def report_markdown(bench: BenchResult, images: list[str]) -> str:
         out += ["## Learning and risk inside the runs", "", "Learning events per tier from "
                 "real trades / shadow outcomes (`ftlearn stats`), shadow outcomes dropped "
                 "unresolved at the end of the range, share of decisions that fell back to the "
-                "rules or abstained, and drawdown halts (count, days halted).", "", learning, ""]
+                "rules or abstained, drawdown halts (count, days halted), and the median "
+                "position volatility realised against the one targeted at entry (stake share of "
+                "equity × the pair's realised / forecast annualised volatility; in brackets the "
+                "median realised / forecast ratio of the pairs).", "", learning, ""]
     problems = [r for r in bench.results if r.status != "ok" or r.notes]
     if problems:
         out += ["## Status and notes", ""]

@@ -590,6 +590,13 @@ def _collect(res: VariantResult, result_dir: Path, v: Variant, spec: BenchSpec,
 
         res.diagnostics = diagnostics(result_dir.parent / "user_data", end)
         res.notes += notes(res.diagnostics)
+        try:
+            from learning.bench.diagnostics import volatility
+
+            res.diagnostics["volatility"] = volatility(trades, spec.datadir, spec.timeframe,
+                                                       book.equity)
+        except Exception as err:  # a report figure, never a failed variant
+            res.notes.append(f"realised volatility not computed: {err}")
     res.freqtrade = {k: stats.get(k) for k in (
         "total_trades", "profit_total", "final_balance", "max_drawdown_account", "sharpe",
         "sortino", "calmar", "cagr", "winrate", "profit_factor", "backtest_start",

@@ -4,6 +4,7 @@ that happened on every decision as an error."""
 import json
 
 import pandas as pd
+import pytest
 
 from learning.bench.diagnostics import diagnostics, notes
 
@@ -47,3 +48,21 @@ def test_agents_sizing_by_rule_on_every_entry_is_an_error(tmp_path):
 
 def test_a_baseline_without_learning_state_has_no_diagnostics(tmp_path):
     assert diagnostics(tmp_path, END) == {}
+
+
+def test_volatility_report_compares_realised_with_forecast_position_volatility(tmp_path):
+    from learning.bench.diagnostics import volatility
+    from learning.data.synth import SynthConfig, generate_market, write_market
+
+    write_market(generate_market(SynthConfig(days=60, pairs=("BTC/USDT",))), tmp_path, ["1h"])
+    trades = pd.DataFrame({"pair": ["BTC/USDT"] * 2, "stake_amount": [1000.0, 2000.0],
+                           "open_date": pd.to_datetime(["2025-02-01", "2025-02-10"], utc=True),
+                           "close_date": pd.to_datetime(["2025-02-03", "2025-02-15"], utc=True)})
+    equity = pd.Series([10_000.0, 10_000.0],
+                       index=pd.to_datetime(["2025-01-01", "2025-02-05"], utc=True))
+    v = volatility(trades, tmp_path, "1h", equity)
+    assert v["trades"] == 2
+    assert 0.1 < v["forecast_median"] < 3 and 0.1 < v["realised_median"] < 3
+    # a position's volatility is its share of equity times the pair's
+    assert v["position_targeted_median"] == pytest.approx(0.15 * v["forecast_median"], rel=0.4)
+    assert 0.2 < v["realised_over_forecast_median"] < 5
