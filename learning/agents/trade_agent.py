@@ -23,7 +23,10 @@ equity return in units of the volatility a position accrues over its holding tim
 per-trade Sharpe-like ratio; trades shorter than the horizon are not scaled up)::
 
     r = z − ½ κ min(z, 0)²              downside-penalised return (a Sortino-like utility:
-                                         losses cost more than their size, wins are not taxed)
+                                         losses cost more than their size, wins are not taxed);
+                                         z is net of both real fees (freqtrade's profit ratio)
+        − c_churn / scale                 churn: short_hold_penalty × 2 fee × stake / equity ×
+                                         (1 − days held / min_hold), 0 after min_hold
         − λ_dd · drawdown_after²          squared drawdown of equity once the trade is booked
         − λ_v · Σ violations              share of a proposal the limits had to cut, cash shortfall,
                                          the drawdown halt
@@ -96,6 +99,7 @@ from learning.agents.trade_space import (  # noqa: F401  (re-exported: the publi
     _lerp,
     _value,
     build_state,
+    churn_cost,
     decode_action,
     encode_params,
     hold_candles,
@@ -311,15 +315,17 @@ class TradeParamAgent:
 
     # -- learning ----------------------------------------------------------------------------
     def reward_for(self, record: Decision | Mapping[str, Any], profit_ratio: float,
-                   stake_frac: float, drawdown_after: float, days_held: float = 0.0) -> float:
+                   stake_frac: float, drawdown_after: float, days_held: float = 0.0,
+                   fee: float = 0.001) -> float:
         """:func:`trade_reward` of a closed trade from its decision record, its profit ratio,
-        stake / equity at entry, the equity drawdown once it is booked and its duration."""
+        stake / equity at entry, the equity drawdown once it is booked, its duration and the
+        fee per side."""
         if isinstance(record, Decision):
             record = record.to_record() or {"size_frac": record.params.size_frac,
                                             "violations": dict(record.params.violations)}
         return trade_reward(profit_ratio, stake_frac, float(record.get("size_frac", 0.0)),
                             drawdown_after, record.get("violations") or {}, self.config.reward,
-                            days_held)
+                            days_held, fee)
 
     def record_outcome(self, record: Decision | Mapping[str, Any] | None,
                        reward: float) -> dict[str, float] | None:

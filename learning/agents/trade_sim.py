@@ -409,7 +409,7 @@ class TradeParamEnv(gym.Env):
         days = ((outcome.exit_index - t) * timeframe_to_minutes(m.timeframe) / 1440.0
                 if outcome is not None else 0.0)
         terms = reward_terms(ratio, stake / eq, size, dd_after, violations, self.reward_config,
-                             days)
+                             days, cfg.fee)
         if outcome is not None:
             pf.cash -= stake
             pf.positions.append(SimPosition(p, stake, outcome.entry_price, outcome.exit_index,

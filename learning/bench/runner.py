@@ -290,6 +290,17 @@ def _data_adapted(section: dict[str, Any], datadir: Path, pairs: Sequence[str],
     return {**section, "feature_parameters": fp}
 
 
+def _timeframes_at_least(section: dict[str, Any], timeframe: str) -> dict[str, Any]:
+    """A shipped FreqAI config run at a slower timeframe than it names (e.g. the 5m PPO config
+    on 1h): informative timeframes shorter than the main one are dropped (FreqAI refuses
+    them), the main one is always included."""
+    fp = section.get("feature_parameters", {})
+    tfs = [t for t in fp.get("include_timeframes", [])
+           if timeframe_to_minutes(t) >= timeframe_to_minutes(timeframe)]
+    tfs = list(dict.fromkeys([timeframe, *tfs]))
+    return {**section, "feature_parameters": {**fp, "include_timeframes": tfs}}
+
+
 @dataclass(frozen=True)
 class Plan:
     """What :func:`prepare` decided for a variant: the overlay and command, or why not."""
@@ -331,9 +342,12 @@ def prepare(v: Variant, spec: BenchSpec, user_data: Path, strategy_dir: Path,
                 loaded = load_ft_config([str(path)])
             except ConfigError as err:
                 return Plan("failed", f"FreqAI config {path}: {err}")
-            section = {**loaded.get("freqai", {}), **v.freqai_replace}
+            section = deep_merge({**loaded.get("freqai", {}), **v.freqai_replace},
+                                 v.freqai_merge)
             if v.freqai_config.startswith("asset:"):
                 section = _data_adapted(section, spec.datadir, spec.pairs, spec.timeframe)
+            else:
+                section = _timeframes_at_least(section, spec.timeframe)
             if spec.quick:
                 section = deep_merge(section, v.quick_freqai)
             section = seeded_freqai(section, seed)
@@ -567,12 +581,13 @@ def _collect(res: VariantResult, result_dir: Path, v: Variant, spec: BenchSpec,
                                         v.strategy)
     if wallet is None or wallet.empty:
         raise LearningError("freqtrade's result zip holds no wallet export (*_wallet.feather)")
-    fees = M.fees_paid(trades, spec.fee) if len(trades) else 0.0
+    per_trade_fees = M.trade_fees(trades, spec.fee) if len(trades) else np.zeros(0)
+    fees = float(per_trade_fees.sum())
     book = M.book_from_wallet(wallet, str(stats.get("stake_currency", "USDT")), start, end,
                               spec.wallet, float(stats["final_balance"]), fees)
     pnl = trades["profit_abs"].to_numpy(dtype="float64") if len(trades) else np.array([])
     res.book, res.metrics = book, M.summarize(book, pnl, spec.seed)
-    res.exits = M.exit_breakdown(trades)
+    res.exits = M.exit_breakdown(trades, per_trade_fees)
     if v.learning_section:
         from learning.bench.diagnostics import diagnostics, notes
 
