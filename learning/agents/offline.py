@@ -14,6 +14,18 @@ from learning.core.store import StateStore
 from learning.data.candles import load_candles
 
 
+def agent_config(sizing: Any) -> Any:
+    """The Tier 3 agents' :class:`~learning.agents.trade_agent.PPOConfig` from the strategy's
+    ``sizing`` section (network kind, churn penalty); the rest are the documented defaults."""
+    import dataclasses
+
+    from learning.agents.trade_agent import PPOConfig
+
+    base = PPOConfig()
+    return dataclasses.replace(base, policy=sizing.ppo_policy, reward=dataclasses.replace(
+        base.reward, short_hold_penalty=sizing.ppo_short_hold_penalty))
+
+
 def train_agents_offline(ft_config: dict[str, Any], cfg: Any, store: StateStore, datadir: Path,
                          timerange: str, steps: int | None = None, regimes: bool = True,
                          say: Callable[[str], None] = print) -> list[Path]:
@@ -51,7 +63,7 @@ def train_agents_offline(ft_config: dict[str, Any], cfg: Any, store: StateStore,
     market = MarketData.from_candles(frames, tf, config=sim, regimes=labels,
                                      regime_timeframe=det.timeframe if labels is not None
                                      else None)
-    agents = AgentSet.create(cfg.meta.learners)
+    agents = AgentSet.create(cfg.meta.learners, agent_config(cfg.sizing))
     data_end = frames[pairs[0]]["date"].iloc[-1].to_pydatetime()
     meta = {"data_end": data_end.isoformat(), "data_start": start.isoformat(),
             "pairs": list(pairs), "timeframe": tf, "runmode": "offline"}
@@ -65,5 +77,6 @@ def train_agents_offline(ft_config: dict[str, Any], cfg: Any, store: StateStore,
         paths.append(path)
         say(f"{name}: {int(figures['timesteps'])} steps in {figures['seconds']:.0f} s "
             f"({len(env.opp_t)} simulated entry opportunities) -> {path}")
-    say(f"trained on {', '.join(pairs)} {tf} {start.date()} .. {data_end.date()}")
+    say(f"trained on {', '.join(pairs)} {tf} {start.date()} .. {data_end.date()} "
+        f"({agents.config.policy} policy)")
     return paths

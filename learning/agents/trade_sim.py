@@ -47,7 +47,6 @@ import numpy as np
 import pandas as pd
 import torch
 from stable_baselines3 import PPO
-from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from learning.agents.trade_agent import (
@@ -60,6 +59,7 @@ from learning.agents.trade_agent import (
     decode_action,
     learner_seed,
     performance_stats,
+    policy_class,
     policy_kwargs,
     reward_terms,
     torch_threads,
@@ -459,7 +459,7 @@ def train_offline(agent: TradeParamAgent, env: TradeParamEnv, total_timesteps: i
     steps = total_timesteps or cfg.total_timesteps
     members = [env] + [env.clone() for _ in range(cfg.n_envs - 1)]
     envs = DummyVecEnv([lambda e=e: e for e in members])
-    model = PPO(ActorCriticPolicy, envs, learning_rate=cfg.learning_rate,
+    model = PPO(policy_class(cfg), envs, learning_rate=cfg.learning_rate,
                 n_steps=max(1, cfg.n_steps // cfg.n_envs),
                 batch_size=cfg.batch_size, n_epochs=cfg.n_epochs, gamma=cfg.gamma,
                 gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range, ent_coef=cfg.ent_coef,

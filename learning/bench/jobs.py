@@ -41,18 +41,29 @@ RESULT_SCHEMA = 1
 
 @dataclass(frozen=True)
 class AgentsTask:
-    """Train the Tier 3 agents for one (universe, period)."""
+    """Train the Tier 3 agents for one (universe, period) and agent settings (the network kind
+    and the churn penalty of ``advanced_learning.sizing``: variants that differ there need
+    their own agents)."""
 
     universe: Universe
     period: Period
+    policy: str = "mlp"
+    short_hold_penalty: float = 1.0
+
+    @property
+    def settings(self) -> str:
+        """'' for the default settings (the folder names of earlier benches), else a tag."""
+        if (self.policy, self.short_hold_penalty) == ("mlp", 1.0):
+            return ""
+        return f".{self.policy}-shp{self.short_hold_penalty:g}"
 
     @property
     def id(self) -> str:
-        return f"agents.{self.period.name}.{self.universe.name}"
+        return f"agents.{self.period.name}.{self.universe.name}{self.settings}"
 
 
 def agents_dir(out: Path, task: AgentsTask) -> Path:
-    return out / "agents" / f"{task.period.name}.{task.universe.name}"
+    return out / "agents" / f"{task.period.name}.{task.universe.name}{task.settings}"
 
 
 def job_dir(out: Path, job: Job) -> Path:
@@ -126,7 +137,10 @@ def run_agents(task: AgentsTask, spec: R.BenchSpec) -> dict[str, Any]:
     user.mkdir()
     overlay = folder / "overlay.json"
     write_json_atomic(overlay, {"user_data_dir": str(user), "timeframe": spec.timeframe,
-                                "exchange": {"pair_whitelist": list(task.universe.pairs)}})
+                                "exchange": {"pair_whitelist": list(task.universe.pairs)},
+                                "advanced_learning": {"sizing": {
+                                    "ppo_policy": task.policy,
+                                    "ppo_short_hold_penalty": task.short_hold_penalty}}})
     ft = load_ft_config([*map(str, spec.configs), str(overlay)])
     cfg = load_learning_config(ft)
     with open(folder / "train.log", "w") as log, contextlib.redirect_stdout(log):

@@ -122,6 +122,12 @@ VARIANTS: tuple[Variant, ...] = (
         "trend component left out of the weighted score", **NO_FREQAI),
     _al("with_ppo", {"sizing": {"agent": "ppo"}},
         "the Tier 3 PPO trade-parameter agents size and exit (off by default)", **NO_FREQAI),
+    _al("with_ppo_moe", {"sizing": {"agent": "ppo", "ppo_policy": "moe"}},
+        "with_ppo, the agents' network a mixture of TREND / RANGE / PANIC experts gated by the "
+        "regime probabilities (issue 16)", default=False, **NO_FREQAI),
+    _al("with_ppo_nochurn", {"sizing": {"agent": "ppo", "ppo_short_hold_penalty": 0.0}},
+        "with_ppo without the churn (short-hold) penalty in the agents' reward (issue 16)",
+        default=False, **NO_FREQAI),
     _al("no_router", {"router": {"enabled": False}},
         "policy router off: the learned brain decides every entry", **NO_FREQAI),
     _al("with_tsamae", {}, "the TSA-MAE FreqAI model as the ai component (slow: it trains in "

@@ -51,6 +51,14 @@ class SizingConfig:
                            "the cap alone).", (0.0, 10.0))
     vol_halflife: str = _f("3d", "Half-life of the EWMA volatility forecast (used when no "
                            "FreqAI model predicts volatility).", duration=True)
+    ppo_policy: str = _f("mlp", "Network of the Tier 3 agents (ftlearn train-agents): mlp, or "
+                         "moe (TREND / RANGE / PANIC experts gated by the regime "
+                         "probabilities); a checkpoint of the other kind is refused.",
+                         choices=("mlp", "moe"))
+    ppo_short_hold_penalty: float = _f(
+        1.0, "Churn penalty of the Tier 3 agents' reward: extra round-trip fees of the stake "
+        "for a trade closed at once, falling linearly to 0 at 4h; 0 turns it off.",
+        (0.0, 1000.0))
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,10 @@ class SizingHooks(IStrategy):
                              "parameters", learner, label, end, backtest_start)
                 continue
             payloads[learner] = state_dict.get("payload", state_dict)
-        agents = AgentSet.from_checkpoints(payloads, self.brain.meta.config.learners)
+        from learning.agents.offline import agent_config
+
+        agents = AgentSet.from_checkpoints(payloads, self.brain.meta.config.learners,
+                                           agent_config(self.learning.sizing))
         missing = [n for n, a in agents.agents.items() if a is None]
         if missing:
             logger.warning("AdvancedLearning: no trained trade-parameter agent for %s in %s "
