@@ -46,8 +46,13 @@ def train_agents_offline(ft_config: dict[str, Any], cfg: Any, store: StateStore,
     for p in pairs:
         df = load_candles(datadir, p, tf)
         frames[p] = df[(df["date"] >= start) & (df["date"] < end)].reset_index(drop=True)
-        if frames[p].empty:
-            raise DataError(f"{p} has no {tf} candles in {timerange}")
+    empty = [p for p, f in frames.items() if f.empty]
+    if len(empty) == len(pairs):
+        raise DataError(f"none of {', '.join(pairs)} has {tf} candles in {timerange}")
+    if empty:  # e.g. a pair whose market opened later: the agents learn from the others
+        say(f"no {tf} candles of {', '.join(empty)} in {timerange}: trained without them")
+        pairs = [p for p in pairs if p not in empty]
+        frames = {p: frames[p] for p in pairs}
     labels = None
     det = cfg.regime.detector
     if regimes and cfg.regime.btc_pair in pairs:
