@@ -20,7 +20,9 @@ target differs from its weight by at least ``min_rebalance`` of equity, when its
 cash the sales and the book leave. Every traded notional pays ``fee``.
 
 A step covers ``step`` (e.g. "4h"): the book is rebalanced at the open of the step's first
-candle, then every pair's weight drifts with its price to the open after the step. Reward:
+candle, then every pair's weight drifts with its price to the open after the step. As the
+risk guard does, a step that ends ``daily_loss`` below the UTC day's opening value sells
+everything (paying the fees) and the book stays in cash until the next UTC day. Reward:
 ``scale * (log(V_after / V_before) - drawdown_penalty * drawdown added beyond drawdown_free -
 turnover_penalty * traded notional / V)``; the fees are inside V. Observation (one flat
 vector, :class:`ObsLayout`): per pair its last ``window`` candles of features, then the
@@ -83,6 +85,9 @@ class AllocEnvConfig:
     drawdown_free: float = _f(0.02, "Drawdown tolerated without penalty.", (0.0, 1.0))
     turnover_penalty: float = _f(0.0005, "Churn: penalty per unit of traded notional / "
                                  "equity, on top of the fee.", (0.0, 1.0))
+    daily_loss: float = _f(0.02, "The risk guard's daily loss limit: a step that ends this far "
+                           "below the UTC day's opening value sells everything and keeps the "
+                           "book in cash for the rest of the day (0: off).", (0.0, 1.0))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -341,6 +346,10 @@ class AllocEnv(gym.Env):
         self.value, self.peak = 1.0, 1.0
         self.fees = self.turnover = 0.0
         self.steps = 0
+        self.day, self.day_open, self.blocked = -1, 1.0, False
+
+    def _day_of(self, t: int) -> int:
+        return int(self.panel.dates[t].astype("datetime64[D]").astype("int64"))
 
     def _obs(self) -> tuple[np.ndarray, bool]:
         dd = 1.0 - self.value / self.peak
@@ -361,7 +370,12 @@ class AllocEnv(gym.Env):
         p, t = self.panel, self.t
         _, ok = self._obs()
         listed = p.listed[:, t]
-        if ok:
+        if self._day_of(t) != self.day:  # a new UTC day: its opening value, no block
+            self.day, self.day_open, self.blocked = self._day_of(t), self.value, False
+        if self.blocked:  # the daily loss limit was hit today: cash only
+            new, traded = rebalance(self.weights, np.zeros_like(self.weights), self.cfg.cap,
+                                    self.cfg.min_rebalance, self.fee)
+        elif ok:
             target = capped_weights(action, self.cfg.cap, self.cfg.min_weight, listed)[:-1]
             new, traded = rebalance(self.weights, target, self.cfg.cap, self.cfg.min_rebalance,
                                     self.fee)
@@ -379,11 +393,21 @@ class AllocEnv(gym.Env):
         gross = held.sum() + (1.0 - new.sum())
         self.value *= gross
         self.weights = held / gross
+        c = self.cfg
+        if c.daily_loss > 0 and self.weights.sum() > 0 and \
+                self.value <= self.day_open * (1.0 - c.daily_loss):
+            out = float(self.weights.sum())  # the guard exits every position
+            self.fees += self.value * self.fee * out
+            self.value *= 1.0 - self.fee * out
+            traded += out
+            self.turnover += out
+            self.weights = np.zeros_like(self.weights)
+            self.blocked = True
+            self.counts["daily_loss"] = self.counts.get("daily_loss", 0) + 1
         dd_before = 1.0 - before / self.peak
         self.peak = max(self.peak, self.value)
         dd_after = 1.0 - self.value / self.peak
         deeper = max(0.0, dd_after - max(dd_before, self.cfg.drawdown_free))
-        c = self.cfg
         reward = c.scale * (math.log(self.value / before) - c.drawdown_penalty * deeper
                             - c.turnover_penalty * traded)
         self.t, self.steps = end, self.steps + 1

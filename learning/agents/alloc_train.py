@@ -219,7 +219,8 @@ def train_allocator(ft_config: dict[str, Any], cfg: Any, store: Any, datadir: Pa
                        cfg.regime.btc_pair, cfg.brain.peers or tuple(pairs))
     alloc = cfg.allocator
     env_cfg = AllocEnvConfig(cap=cfg.risk.max_position_pct, min_weight=alloc.min_weight,
-                             min_rebalance=alloc.min_rebalance, step=alloc.rebalance_every)
+                             min_rebalance=alloc.min_rebalance, step=alloc.rebalance_every,
+                             daily_loss=cfg.risk.max_daily_loss_pct)
     net = dataclasses.replace(NetConfig(), policy=policy, seed=seed)
     fee = float(ft_config.get("fee") or 0.001)
     wins = windows(start, end, train, retrain)

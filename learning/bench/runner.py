@@ -530,13 +530,16 @@ def run_variant(v: Variant, spec: BenchSpec, exchange_overlay: Path, strategy_di
         shutil.copytree(inputs.models, res.models_dir)
         res.notes.append(inputs.models_note or "FreqAI predictions reused: cost figures "
                          "exclude training")
-    if plan.learning is not None and plan.learning.sizing.agent == "ppo":
+    if plan.learning is not None and (plan.learning.sizing.agent == "ppo" or (
+            plan.learning.sizing.agent == "allocator"
+            and plan.learning.allocator.policy == "ppo")):
         res.notes.append(inputs.agents_note)
         if inputs.agents is not None:
             target = user_data / "learning" / plan.learning.identifier / "backtest"
             target.mkdir(parents=True, exist_ok=True)
-            for f in inputs.agents.glob("agent_*_offline.pt"):
-                shutil.copy2(f, target / f.name)
+            for pattern in ("agent_*_offline.pt", "allocator_*.pt"):
+                for f in inputs.agents.glob(pattern):
+                    shutil.copy2(f, target / f.name)
     configs = [*spec.configs, run_dir / "overlay.json", exchange_overlay]
     # Our baselines load from the run's strategy folder; AdvancedLearning from config.json's.
     res.command = backtest_command(configs, v.strategy, spec, run_dir / "results",

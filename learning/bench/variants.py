@@ -80,6 +80,9 @@ def _al(name: str, overlay: dict[str, Any], description: str, kind: Kind = "abla
 FULL_LEARNING: dict[str, Any] = {}
 #: Days of candles before the evaluated range the Tier 3 agents are trained on.
 AGENT_TRAIN_DAYS = 60
+#: The allocator variants' walk-forward: each window trained on ALLOC_TRAIN before it, a new
+#: allocator every ALLOC_RETRAIN, ALLOC_STEPS PPO steps each.
+ALLOC_TRAIN, ALLOC_RETRAIN, ALLOC_STEPS = "90d", "30d", 10_000
 #: "frozen": learning off, every tier on its priors (uniform weights, the rule profile).
 FROZEN = {"meta": {"learn": False}, "bandit": {"params": {"learn": False}},
           "profiles": {"learn": False}, "shadow": {"enabled": False},
@@ -150,6 +153,22 @@ VARIANTS: tuple[Variant, ...] = (
                           "pyramid": {"grid": {"young_time_in_trade": ""}}}})}),
     _al("pyramid_rule", {}, "rule-based scale-in and trim (no FreqAI model)",
         default=False, **NO_FREQAI),
+    # Issue 16: sizing mode allocator, the agent against the two textbook allocations run
+    # through the same execution (rebalance band, the guard), and the per-pair sizing (full).
+    _al("alloc_ppo", {"sizing": {"agent": "allocator"}, "allocator": {"policy": "ppo"}},
+        "the portfolio allocation agent sets every pair's target weight (walk-forward "
+        "ftlearn train-allocator)", default=False, **NO_FREQAI),
+    _al("alloc_ppo_moe", {"sizing": {"agent": "allocator"},
+                          "allocator": {"policy": "ppo", "network": "moe"}},
+        "alloc_ppo with the mixture-of-experts head gated by the regime", default=False,
+        **NO_FREQAI),
+    _al("alloc_equal", {"sizing": {"agent": "allocator"}, "allocator": {"policy": "equal"}},
+        "allocator execution with equal weights (all of equity over the pairs, capped)",
+        default=False, **NO_FREQAI),
+    _al("alloc_invvol", {"sizing": {"agent": "allocator"},
+                         "allocator": {"policy": "inverse_vol"}},
+        "allocator execution with inverse-volatility weights (capped)", default=False,
+        **NO_FREQAI),
     Variant("buy_and_hold", "-", kind="baseline", builtin="buy_and_hold",
             description="equal-weight buy-and-hold of the same pairs, computed from the candles "
             "(entry at the first open, exit at the last close, same fee both ways)"),

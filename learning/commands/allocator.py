@@ -33,8 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--retrain", default="30d", help="window length: a new allocator every "
                    "(default 30d)")
     p.add_argument("--steps", type=int, default=None, help="PPO timesteps per window")
-    p.add_argument("--policy", choices=("mlp", "moe"), default="mlp",
-                   help="head network: mlp, or moe (experts gated by the regime)")
+    p.add_argument("--policy", choices=("mlp", "moe"), default=None,
+                   help="head network: mlp, or moe (experts gated by the regime); default: "
+                   "advanced_learning.allocator.network")
     p.add_argument("--seed", type=int, default=0, help="seed of the networks and episodes")
     p.add_argument("--out", type=Path, default=None,
                    help="write the allocators into this folder (advanced_learning.allocator."
@@ -61,7 +62,7 @@ def cmd_train_allocator(args: argparse.Namespace) -> int:
     if datadir is None:
         raise DataError("no data: pass --datadir or set ADVL_DATA_DIR")
     paths = train_allocator(ft, cfg, store, datadir, args.timerange, args.train, args.retrain,
-                            args.steps, args.policy, args.tensorboard,
+                            args.steps, args.policy or cfg.allocator.network, args.tensorboard,
                             regimes=not args.no_regimes, seed=args.seed)
     if not paths:
         raise DataError("no allocator trained: every window had too little history")

@@ -26,6 +26,7 @@ is not finite for a listed pair holds the book as it is (logged once).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import datetime
 from pathlib import Path
@@ -61,7 +62,7 @@ class AllocationHooks(IStrategy):
         if cfg.policy != "ppo":
             return
         from learning.agents.alloc_env import check_pairs
-        from learning.agents.alloc_policy import load_allocator
+        from learning.agents.alloc_policy import NetConfig, load_allocator
         from learning.agents.alloc_train import ALLOC_SCHEMA, PREFIX
         from learning.core.errors import StateError
         from learning.core.store import StateStore
@@ -75,7 +76,9 @@ class AllocationHooks(IStrategy):
                 continue
             state, meta = found
             try:
-                alloc = load_allocator(state.get("payload", state), str(path))
+                alloc = load_allocator(state.get("payload", state), str(path),
+                                       net=dataclasses.replace(NetConfig(),
+                                                               policy=cfg.network))
             except StateError as err:
                 raise OperationalException(f"AdvancedLearning allocator: {err}") from err
             problem = check_pairs(alloc.pairs, whitelist)
@@ -118,7 +121,7 @@ class AllocationHooks(IStrategy):
 
     def decision_candles(self, dates: pd.Series) -> np.ndarray:
         """Candles (by open time) whose close is a decision time (the entry candidates)."""
-        close = pd.to_datetime(dates, utc=True) + self.timeframe_to_td()
+        close = (pd.to_datetime(dates, utc=True) + self.timeframe_to_td()).dt.as_unit("ns")
         return (close.astype("int64") % self._step_ns() == 0).to_numpy()
 
     def _panel(self) -> Any:

@@ -72,6 +72,9 @@ class AllocatorSettings:
                      "equal: gross spread equally over the pairs; inverse_vol: gross in "
                      "proportion to 1 / volatility.", choices=("ppo", "equal", "inverse_vol"))
     folder: str = _f("", "Folder of the allocator checkpoints; empty: the run's state folder.")
+    network: str = _f("mlp", "ppo: the allocator's head network, mlp or moe (experts gated by "
+                      "the regime); a checkpoint of the other kind is refused.",
+                      choices=("mlp", "moe"))
     rebalance_every: str = _f("4h", "Time between rebalancing decisions (candle closes on "
                               "multiples of it).", duration=True)
     min_rebalance: float = _f(0.02, "A pair trades only when its target differs from its "

@@ -169,6 +169,26 @@ def test_env_books_fees_and_drift_and_keeps_weights_valid():
         done = term or trunc
 
 
+def test_env_daily_loss_sells_everything_and_stays_in_cash_until_the_next_day():
+    panel = _panel()
+    env = AllocEnv(panel, config=AllocEnvConfig(step="4h", daily_loss=0.02), fee=FEE,
+                   training=False)
+    day0 = pd.Timestamp(panel.dates[env.lo]).floor("1D")
+    start = int(np.searchsorted(panel.dates, (day0 + pd.Timedelta("1D")).to_datetime64()))
+    crash = start + 4  # the first pair loses 30 % during the day's first step
+    panel.open[0, crash:] *= 0.7
+    env.reset(options={"start": start})
+    all_in = np.array([5.0, 5.0, 5.0, -5.0])
+    _, _, _, _, info = env.step(all_in)
+    assert info["weights"].sum() == 0 and env.blocked, "a 6 % loss of equity: sold at once"
+    assert env.counts["daily_loss"] == 1
+    for _ in range(5):  # the rest of the UTC day (4h steps): no buying
+        _, _, _, _, info = env.step(all_in)
+        assert info["traded"] == 0 and info["weights"].sum() == 0
+    _, _, _, _, info = env.step(all_in)  # the next UTC day
+    assert info["traded"] > 0 and not env.blocked
+
+
 def test_env_holds_on_a_nan_observation_and_counts_it():
     panel = _panel()
     panel.features[1, 382] = np.nan  # a listed pair's glitch
