@@ -55,7 +55,7 @@ from learning.core.config import _f, parse_section
 from learning.core.errors import ConfigError, StateError
 
 FORMAT = "advl-allocator"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: "policies" (an ensemble); 1 ("policy", one network) still loads
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,20 @@ class NetConfig:
                              (-5.0, 2.0))
     timesteps: int = _f(20_000, "PPO steps per training window.", (1, 10**9))
     seed: int = _f(0, "Seed of the network, PPO and the episodes.", (0, 2**31 - 1))
+    lr_schedule: str = _f("constant", "constant, or cosine: cosine decays with warm restarts "
+                          "(learning.agents.training).", choices=("constant", "cosine"))
+    lr_cycles: int = _f(4, "cosine: restarts over a training run.", (1, 100))
+    eval_share: float = _f(0.0, "Share of each training range held out (its end) to evaluate "
+                           "the policy on every eval_every rollouts; the best evaluation's "
+                           "weights are kept. 0: no evaluation (plateau and early stopping "
+                           "need it).", (0.0, 0.5))
+    eval_every: int = _f(2, "Rollouts between evaluations.", (1, 10_000))
+    plateau_patience: int = _f(0, "Evaluations without improvement that halve the learning "
+                               "rate (0: never).", (0, 1000))
+    ensemble: int = _f(1, "Seeds trained per window (seed, seed + 1, ...); the allocator acts "
+                       "on their mean action.", (1, 32))
+    early_stop: bool = _f(False, "Stop a seed whose fitted evaluation curve is unlikely to beat "
+                          "the best seed so far (it then leaves the ensemble).")
 
     def __post_init__(self) -> None:
         if self.n_blocks and self.d_model % self.heads:
@@ -226,7 +240,8 @@ def _plain(value: Any) -> Any:
 
 @dataclass
 class Allocator:
-    """A trained allocator: its policy and everything needed to read the market as trained."""
+    """A trained allocator: its policies (one per ensemble member) and everything needed to read
+    the market as trained."""
 
     pairs: tuple[str, ...]
     timeframe: str
@@ -234,15 +249,23 @@ class Allocator:
     env: AllocEnvConfig
     net: NetConfig
     layout: ObsLayout
-    policy: ActorCriticPolicy
+    policies: list[ActorCriticPolicy]
     meta: dict[str, Any]
+
+    @property
+    def policy(self) -> ActorCriticPolicy:
+        return self.policies[0]
 
     @torch.no_grad()
     def logits(self, obs: np.ndarray) -> np.ndarray:
-        """(B, P + 1) mean logits (the deterministic action) for observations (B, size)."""
-        self.policy.set_training_mode(False)
+        """(B, P + 1) deterministic action for observations (B, size): the members' mean
+        logits (an ensemble's mean action)."""
         x = torch.as_tensor(np.asarray(obs, dtype=np.float32).reshape(-1, self.layout.size))
-        return self.policy.get_distribution(x).distribution.mean.clamp(-5.0, 5.0).numpy()
+        out = []
+        for policy in self.policies:
+            policy.set_training_mode(False)
+            out.append(policy.get_distribution(x).distribution.mean.clamp(-5.0, 5.0).numpy())
+        return np.mean(out, axis=0)
 
     def target(self, obs: np.ndarray, listed: np.ndarray) -> np.ndarray:
         """Target weights (P + 1,) for one observation (the last entry is cash)."""
@@ -262,7 +285,8 @@ def checkpoint(allocator: Allocator) -> dict[str, Any]:
             "meta": _plain(allocator.meta),
             "versions": {"learning": __version__, "torch": str(torch.__version__),
                          "stable_baselines3": str(stable_baselines3.__version__)},
-            "policy": {k: v.detach().clone() for k, v in allocator.policy.state_dict().items()}}
+            "policies": [{k: v.detach().clone() for k, v in p.state_dict().items()}
+                         for p in allocator.policies]}
 
 
 def load_allocator(payload: Any, source: str = "allocator checkpoint",
@@ -272,7 +296,7 @@ def load_allocator(payload: Any, source: str = "allocator checkpoint",
     fmt = payload.get("format") if isinstance(payload, Mapping) else None
     if fmt != FORMAT:
         raise StateError(f"{source} is not an allocator checkpoint (format {fmt!r})")
-    if payload.get("schema_version") != SCHEMA_VERSION:
+    if payload.get("schema_version") not in (1, SCHEMA_VERSION):
         raise StateError(f"{source}: schema version {payload.get('schema_version')!r} is not "
                          f"{SCHEMA_VERSION}; retrain it (ftlearn train-allocator)")
     try:
@@ -292,11 +316,18 @@ def load_allocator(payload: Any, source: str = "allocator checkpoint",
             if getattr(net, name) != getattr(saved, name):
                 raise StateError(f"{source}: {name} {getattr(saved, name)!r} differs from the "
                                  f"configured {getattr(net, name)!r}; retrain it")
-    policy = make_policy(layout, saved, len(pairs) + 1)
-    try:
-        policy.load_state_dict(payload["policy"])
-    except (KeyError, RuntimeError) as err:
-        raise StateError(f"{source}: network weights do not fit ({err})") from err
-    policy.set_training_mode(False)
+    states = payload.get("policies") if payload.get("schema_version") == SCHEMA_VERSION \
+        else [payload.get("policy")]
+    if not states or not isinstance(states, list):
+        raise StateError(f"{source}: no network weights")
+    policies = []
+    for state in states:
+        policy = make_policy(layout, saved, len(pairs) + 1)
+        try:
+            policy.load_state_dict(state)
+        except (KeyError, RuntimeError, TypeError, AttributeError) as err:
+            raise StateError(f"{source}: network weights do not fit ({err})") from err
+        policy.set_training_mode(False)
+        policies.append(policy)
     return Allocator(pairs, str(payload.get("timeframe")), features, env, saved, layout,
-                     policy, dict(payload.get("meta") or {}))
+                     policies, dict(payload.get("meta") or {}))

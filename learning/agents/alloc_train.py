@@ -15,6 +15,7 @@ refuses one that saw candles after its own trading start (lookahead).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from learning.agents.alloc_policy import (
     checkpoint,
     policy_spec,
 )
+from learning.agents.training import EvalCallback, cosine_warm_restarts
 from learning.core.durations import parse_duration
 from learning.core.errors import DataError
 
@@ -98,36 +100,81 @@ def train_window(panel: MarketPanel, window: Window, net: NetConfig | None = Non
                  fee: float = 0.001, tensorboard: Path | None = None,
                  timesteps: int | None = None) -> tuple[Allocator, dict[str, Any]]:
     """Train one allocator on ``[window.train_start, window.trade_start)`` of ``panel`` (no
-    candle at or after the trade start is read); returns it and its training figures."""
+    candle at or after the trade start is read); returns it and its training figures.
+
+    With ``net.eval_share`` the end of that range is held out to evaluate each seed (the best
+    evaluation's weights are kept, the learning rate falls on a plateau, and with
+    ``net.early_stop`` a seed unlikely to beat the best so far stops and leaves the ensemble);
+    ``net.ensemble`` seeds are trained and the allocator acts on their mean action."""
     net, env_cfg = net or NetConfig(), env_cfg or AllocEnvConfig()
     features = features or FeatureConfig()
-    env = AllocEnv(panel, features, env_cfg, fee=fee, start=window.train_start,
-                   end=window.trade_start, training=True)
-    cls, kwargs = policy_spec(env.layout, net)
-    torch.manual_seed(net.seed)
-    model = PPO(cls, env, learning_rate=net.learning_rate, n_steps=net.n_steps,
-                batch_size=net.batch_size, n_epochs=net.n_epochs, gamma=net.gamma,
-                ent_coef=net.ent_coef, policy_kwargs=kwargs, seed=net.seed, device="cpu",
-                verbose=0, tensorboard_log=str(tensorboard) if tensorboard else None)
-    recon = _ReconLogger()
-    t0 = time.perf_counter()
-    model.learn(timesteps or net.timesteps, callback=recon,
-                tb_log_name=window.name if tensorboard else "PPO")
-    seconds = time.perf_counter() - t0
-    last_train = panel.dates[env.hi]  # the last candle whose open a training step read
+    steps = timesteps or net.timesteps
+    split = window.trade_start
+    eval_env = None
+    if net.eval_share > 0:
+        span = window.trade_start - window.train_start
+        split = window.trade_start - span * net.eval_share
+        eval_env = AllocEnv(panel, features, env_cfg, fee=fee, start=split,
+                            end=window.trade_start, training=False)
+    members, figures = [], {"timesteps": 0, "seconds": 0.0, "evals": [], "stopped": [],
+                            "lr_reductions": 0}
+    best_final: float | None = None
+    layout = None
+    recon_first = recon_last = float("nan")
+    for k in range(net.ensemble):
+        seed = net.seed + k
+        env = AllocEnv(panel, features, env_cfg, fee=fee, start=window.train_start, end=split,
+                       training=True)
+        layout = env.layout
+        cls, kwargs = policy_spec(env.layout, net)
+        torch.manual_seed(seed)
+        schedule = cosine_warm_restarts(net.learning_rate, net.lr_cycles) \
+            if net.lr_schedule == "cosine" else net.learning_rate
+        model = PPO(cls, env, learning_rate=schedule, n_steps=net.n_steps,
+                    batch_size=net.batch_size, n_epochs=net.n_epochs, gamma=net.gamma,
+                    ent_coef=net.ent_coef, policy_kwargs=kwargs, seed=seed, device="cpu",
+                    verbose=0, tensorboard_log=str(tensorboard) if tensorboard else None)
+        recon = _ReconLogger()
+        callbacks: list[BaseCallback] = [recon]
+        evaluator = None
+        if eval_env is not None:
+            rollouts = max(1, steps // net.n_steps)
+            evaluator = EvalCallback(
+                eval_env, net.eval_every, patience=net.plateau_patience,
+                target=best_final if net.early_stop else None,
+                total_evals=rollouts // net.eval_every)
+            callbacks.append(evaluator)
+        t0 = time.perf_counter()
+        model.learn(steps, callback=callbacks,
+                    tb_log_name=f"{window.name}_s{seed}" if tensorboard else "PPO")
+        figures["seconds"] += time.perf_counter() - t0
+        figures["timesteps"] += int(model.num_timesteps)
+        if k == 0:
+            recon_first = recon.history[0] if recon.history else float("nan")
+        recon_last = recon.history[-1] if recon.history else recon_last
+        keep = True
+        if evaluator is not None:
+            evaluator.restore_best()
+            figures["evals"].append(evaluator.history)
+            figures["lr_reductions"] += evaluator.lr_reductions
+            if evaluator.stopped_early:
+                figures["stopped"].append(seed)
+                keep = not members  # a stopped seed leaves the ensemble (unless it is alone)
+            if keep and evaluator.best > (best_final if best_final is not None else -math.inf):
+                best_final = evaluator.best
+        if keep:
+            model.policy.set_training_mode(False)
+            members.append(model.policy)
+    last_train = panel.dates[(eval_env or env).hi]  # the last candle a step read
     meta = {"data_start": str(pd.Timestamp(panel.dates[env.lo], tz="UTC")),
             "data_end": str(pd.Timestamp(last_train, tz="UTC")),
             "trade_start": str(window.trade_start), "trade_end": str(window.trade_end),
             "pairs": list(panel.pairs), "timeframe": panel.timeframe, "fee": fee,
-            "runmode": "offline"}
-    policy = model.policy
-    policy.set_training_mode(False)
-    alloc = Allocator(panel.pairs, panel.timeframe, features, env_cfg, net, env.layout, policy,
+            "ensemble": len(members), "runmode": "offline"}
+    alloc = Allocator(panel.pairs, panel.timeframe, features, env_cfg, net, layout, members,
                       meta)
-    figures = {"timesteps": int(model.num_timesteps), "seconds": seconds,
-               "recon_first": recon.history[0] if recon.history else float("nan"),
-               "recon_last": recon.history[-1] if recon.history else float("nan"),
-               "nan_hold": env.counts["nan_hold"]}
+    figures.update(recon_first=recon_first, recon_last=recon_last,
+                   nan_hold=env.counts["nan_hold"], members=len(members))
     return alloc, figures
 
 
@@ -187,7 +234,10 @@ def train_walk_forward(panel: MarketPanel, wins: Sequence[Window], store: Any,
         say(f"{w.name}: trades {w.trade_start:%Y-%m-%d} .. {w.trade_end:%Y-%m-%d}, trained on "
             f"{alloc.meta['data_start'][:10]} .. {alloc.meta['data_end'][:10]}: "
             f"{fig['timesteps']} steps in {fig['seconds']:.0f} s, reconstruction loss "
-            f"{fig['recon_first']:.3f} -> {fig['recon_last']:.3f} -> {path}")
+            f"{fig['recon_first']:.3f} -> {fig['recon_last']:.3f}"
+            + (f", {fig['members']} of {net.ensemble} seeds kept (stopped early: "
+               f"{fig['stopped'] or 'none'}), learning rate cut {fig['lr_reductions']} times"
+               if net and net.ensemble > 1 else "") + f" -> {path}")
     return paths
 
 
@@ -195,10 +245,12 @@ def train_allocator(ft_config: dict[str, Any], cfg: Any, store: Any, datadir: Pa
                     timerange: str, train: str = "90d", retrain: str = "30d",
                     timesteps: int | None = None, policy: str = "mlp",
                     tensorboard: Path | None = None, regimes: bool = True, seed: int = 0,
-                    say: Callable[[str], None] = print) -> list[Path]:
+                    say: Callable[[str], None] = print,
+                    training: dict[str, Any] | None = None) -> list[Path]:
     """Walk-forward allocators for the whitelist over ``timerange`` (``YYYYMMDD-YYYYMMDD``, the
     range they will trade), from freqtrade's merged config and the parsed ``advanced_learning``
-    section ``cfg`` (the cap, the rebalancing rule and the regime detector come from it)."""
+    section ``cfg`` (the cap, the rebalancing rule and the regime detector come from it).
+    ``training``: :class:`NetConfig` training fields (schedule, evaluation, ensemble, ...)."""
     import dataclasses
 
     from learning.core.durations import parse_duration
@@ -221,7 +273,7 @@ def train_allocator(ft_config: dict[str, Any], cfg: Any, store: Any, datadir: Pa
     env_cfg = AllocEnvConfig(cap=cfg.risk.max_position_pct, min_weight=alloc.min_weight,
                              min_rebalance=alloc.min_rebalance, step=alloc.rebalance_every,
                              daily_loss=cfg.risk.max_daily_loss_pct)
-    net = dataclasses.replace(NetConfig(), policy=policy, seed=seed)
+    net = dataclasses.replace(NetConfig(), policy=policy, seed=seed, **(training or {}))
     fee = float(ft_config.get("fee") or 0.001)
     wins = windows(start, end, train, retrain)
     say(f"{len(wins)} window(s) over {start:%Y-%m-%d} .. {end:%Y-%m-%d} of {', '.join(pairs)} "

@@ -50,12 +50,14 @@ class AgentsTask:
     policy: str = "mlp"
     short_hold_penalty: float = 1.0
     kind: str = "agents"  # or "allocator": the walk-forward allocators of the period
+    training: tuple[tuple[str, Any], ...] = ()  # allocator training settings (NetConfig)
 
     @property
     def settings(self) -> str:
         """'' for the default settings (the folder names of earlier benches), else a tag."""
         if self.kind == "allocator":
-            return f".allocator-{self.policy}"
+            extra = "".join(f"-{k}{v}" for k, v in self.training)
+            return f".allocator-{self.policy}{extra}"
         if (self.policy, self.short_hold_penalty) == ("mlp", 1.0):
             return ""
         return f".{self.policy}-shp{self.short_hold_penalty:g}"
@@ -96,7 +98,7 @@ def run_allocator(task: AgentsTask, spec: R.BenchSpec) -> dict[str, Any]:
         paths = train_allocator(ft, cfg, store_for(ft, "backtest", cfg), spec.datadir,
                                 task.period.timerange, ALLOC_TRAIN, ALLOC_RETRAIN,
                                 512 if spec.quick else ALLOC_STEPS, task.policy,
-                                regimes=not spec.quick, seed=0)
+                                regimes=not spec.quick, seed=0, training=dict(task.training))
     result = {"status": "ok" if paths else "failed",
               "agents": str(user / "learning" / "default" / "backtest") if paths else None,
               "note": f"{len(paths)} allocator(s) trained walk-forward ({task.policy}; "

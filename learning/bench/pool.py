@@ -196,8 +196,10 @@ def plan_jobs(spec: R.BenchSpec, jobs: Sequence[Job], scratch: Path) -> list[Pla
                                         sizing.ppo_short_hold_penalty)
             elif plan.learning.sizing.agent == "allocator" and \
                     plan.learning.allocator.policy == "ppo":
-                p.agents = J.AgentsTask(job.universe, job.period,
-                                        plan.learning.allocator.network, kind="allocator")
+                p.agents = J.AgentsTask(
+                    job.universe, job.period, plan.learning.allocator.network,
+                    kind="allocator",
+                    training=tuple(sorted(job.variant.allocator_training.items())))
         if freqai and spec.share_predictions:
             sources = [*code, *(R._strategy_source(f) for f in job.variant.strategy_files)]
             p.freqai_key = freqai_key(

@@ -30,6 +30,8 @@ class Variant:
     the file is missing (noted in the report), ``True`` skips it. ``freqai_replace`` replaces
     whole keys of its ``freqai`` section, ``freqai_merge`` is deep-merged into it (e.g. one
     reward parameter); ``quick_freqai`` is deep-merged into it with ``--quick``.
+    ``allocator_training``: training settings of the walk-forward allocators (ensemble, LR
+    schedule, evaluation; :class:`learning.agents.alloc_policy.NetConfig` fields).
     ``strategy_files`` (``template:NAME`` from freqtrade's templates, ``asset:NAME``) are
     copied into the run's strategy folder. ``builtin="buy_and_hold"`` needs no freqtrade.
     ``learning_section``: the strategy parses ``advanced_learning`` (checked before the run).
@@ -46,6 +48,7 @@ class Variant:
     freqai_required: bool = True
     freqai_replace: dict[str, Any] = field(default_factory=dict)
     freqai_merge: dict[str, Any] = field(default_factory=dict)
+    allocator_training: dict[str, Any] = field(default_factory=dict)
     quick_freqai: dict[str, Any] = field(default_factory=dict)
     strategy_files: tuple[str, ...] = ()
     builtin: str | None = None
@@ -162,6 +165,13 @@ VARIANTS: tuple[Variant, ...] = (
                           "allocator": {"policy": "ppo", "network": "moe"}},
         "alloc_ppo with the mixture-of-experts head gated by the regime", default=False,
         **NO_FREQAI),
+    _al("alloc_ppo_qol", {"sizing": {"agent": "allocator"}, "allocator": {"policy": "ppo"}},
+        "alloc_ppo trained with the quality-of-life settings: 3 seeds acting on their mean "
+        "action, cosine learning rate with warm restarts, the last 20 % of each training range "
+        "held out to keep the best evaluation, halve the rate on a plateau and stop seeds "
+        "unlikely to beat the best", default=False,
+        allocator_training={"ensemble": 3, "lr_schedule": "cosine", "eval_share": 0.2,
+                            "plateau_patience": 3, "early_stop": True}, **NO_FREQAI),
     _al("alloc_equal", {"sizing": {"agent": "allocator"}, "allocator": {"policy": "equal"}},
         "allocator execution with equal weights (all of equity over the pairs, capped)",
         default=False, **NO_FREQAI),

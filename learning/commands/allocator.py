@@ -44,6 +44,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="TensorBoard log folder (rewards, losses, reconstruction loss)")
     p.add_argument("--no-regimes", action="store_true",
                    help="skip the regime detector (the regime inputs become uniform)")
+    g = p.add_argument_group("training (learning.agents.training)")
+    g.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                   help="cosine: cosine decays with warm restarts")
+    g.add_argument("--eval-share", type=float, default=0.0,
+                   help="share of each training range held out for evaluation (best weights "
+                   "kept; needed by --plateau-patience and --early-stop)")
+    g.add_argument("--plateau-patience", type=int, default=0,
+                   help="evaluations without improvement that halve the learning rate")
+    g.add_argument("--ensemble", type=int, default=1,
+                   help="seeds per window; the allocator acts on their mean action")
+    g.add_argument("--early-stop", action="store_true",
+                   help="stop a seed whose evaluation curve is unlikely to beat the best")
     p.set_defaults(func=cmd_train_allocator)
 
 
@@ -61,9 +73,16 @@ def cmd_train_allocator(args: argparse.Namespace) -> int:
     datadir = args.datadir or default_data_dir()
     if datadir is None:
         raise DataError("no data: pass --datadir or set ADVL_DATA_DIR")
+    training = {"lr_schedule": args.lr_schedule, "eval_share": args.eval_share,
+                "plateau_patience": args.plateau_patience, "ensemble": args.ensemble,
+                "early_stop": args.early_stop}
+    from learning.agents.alloc_policy import NetConfig
+    from learning.core.config import parse_section
+
+    parse_section(NetConfig, training, "train-allocator")  # a ConfigError naming a bad value
     paths = train_allocator(ft, cfg, store, datadir, args.timerange, args.train, args.retrain,
                             args.steps, args.policy or cfg.allocator.network, args.tensorboard,
-                            regimes=not args.no_regimes, seed=args.seed)
+                            regimes=not args.no_regimes, seed=args.seed, training=training)
     if not paths:
         raise DataError("no allocator trained: every window had too little history")
     print(f"{len(paths)} allocator(s) in {paths[0].parent}; trade with "

@@ -293,7 +293,7 @@ def test_checkpoint_of_another_architecture_or_version_is_refused():
         load_allocator({**payload, "schema_version": 99})
     with pytest.raises(StateError, match="not an allocator checkpoint"):
         load_allocator({"format": "advl-ppo-trade-params"})
-    bad = {**payload, "policy": {k: v[..., :1] for k, v in payload["policy"].items()}}
+    bad = {**payload, "policies": [{k: v[..., :1] for k, v in payload["policies"][0].items()}]}
     with pytest.raises(StateError, match="weights do not fit"):
         load_allocator(bad)
 
