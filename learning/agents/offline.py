@@ -28,7 +28,8 @@ def agent_config(sizing: Any) -> Any:
 
 def train_agents_offline(ft_config: dict[str, Any], cfg: Any, store: StateStore, datadir: Path,
                          timerange: str, steps: int | None = None, regimes: bool = True,
-                         say: Callable[[str], None] = print) -> list[Path]:
+                         say: Callable[[str], None] = print,
+                         tensorboard: Path | None = None) -> list[Path]:
     """Train every learner's agent on ``timerange`` (``YYYYMMDD-YYYYMMDD``) of the whitelist and
     save it in ``store``; ``cfg`` is the parsed ``advanced_learning`` section. Returns the
     checkpoint paths. The agents see no candle at or after the range's end."""
@@ -75,7 +76,8 @@ def train_agents_offline(ft_config: dict[str, Any], cfg: Any, store: StateStore,
     paths = []
     for name, agent in agents.agents.items():
         env = TradeParamEnv(market, agent.profile, sim)
-        figures = train_offline(agent, env, steps)
+        figures = train_offline(agent, env, steps,
+                                tensorboard=str(tensorboard) if tensorboard else None)
         path = store.save_torch(agent_state_name(name, offline=True),
                                 {"payload": agent.checkpoint(meta)},
                                 schema=AGENT_SCHEMA, meta=meta)

@@ -445,7 +445,8 @@ class TradeParamEnv(gym.Env):
 
 # ---------------------------------------------------------------------------------- training
 def train_offline(agent: TradeParamAgent, env: TradeParamEnv, total_timesteps: int | None = None,
-                  *, progress_bar: bool = False) -> dict[str, float]:
+                  *, progress_bar: bool = False,
+                  tensorboard: str | None = None) -> dict[str, float]:
     """Continue training ``agent``'s policy with sb3 PPO on ``env``; returns timing figures.
 
     sb3 runs the rollouts and clipped updates; the agent's weights are copied in before and out
@@ -465,11 +466,11 @@ def train_offline(agent: TradeParamAgent, env: TradeParamEnv, total_timesteps: i
                 gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range, ent_coef=cfg.ent_coef,
                 vf_coef=cfg.vf_coef, max_grad_norm=cfg.max_grad_norm,
                 policy_kwargs=policy_kwargs(cfg), seed=cfg.seed + learner_seed(agent.profile.name),
-                device="cpu", verbose=0)
+                device="cpu", verbose=0, tensorboard_log=tensorboard)
     model.policy.load_state_dict(agent.policy.state_dict())
     t0 = time.perf_counter()
     with torch_threads(cfg.torch_threads):
-        model.learn(steps, progress_bar=progress_bar)
+        model.learn(steps, progress_bar=progress_bar, tb_log_name=agent.profile.name)
     seconds = time.perf_counter() - t0
     with torch.no_grad():
         agent.policy.load_state_dict(model.policy.state_dict())

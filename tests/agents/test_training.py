@@ -109,3 +109,21 @@ def test_allocator_ensemble_acts_on_the_members_mean_logits():
     assert not np.allclose(each[0], each[1]), "two seeds, two networks"
     # held out for evaluation, still before the window it trades
     assert pd.Timestamp(alloc.meta["data_end"]) < win.trade_start
+
+
+def test_allocator_training_logs_rewards_losses_and_evaluations_to_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    panel = _panel()
+    win = Window(pd.Timestamp(panel.dates[0], tz="UTC"),
+                 pd.Timestamp(panel.dates[-200], tz="UTC"),
+                 pd.Timestamp(panel.dates[-1], tz="UTC"))
+    net = NetConfig(n_steps=64, batch_size=32, n_epochs=1, eval_share=0.2, eval_every=1,
+                    plateau_patience=1)
+    train_window(panel, win, net, fee=FEE, tensorboard=tmp_path, timesteps=192)
+    runs = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert len(runs) == 1
+    acc = EventAccumulator(str(runs[0])).Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"allocator/recon_loss", "eval/reward", "train/lr_scale", "train/policy_gradient_loss",
+            "train/learning_rate"} <= tags, tags
