@@ -154,6 +154,11 @@ VARIANTS: tuple[Variant, ...] = (
         **{**PYRAMID_PPO, "freqai_merge": deep_merge(PYRAMID_PPO["freqai_merge"], {
             "rl_config": {"model_reward_parameters": {"short_hold_penalty": 0.0},
                           "pyramid": {"grid": {"young_time_in_trade": ""}}}})}),
+    _al("pyramid_ppo_hold", {}, "PPOPyramiding with a strong short-hold penalty (5 round "
+        "trips of fees for a sale at the entry, falling to 0 at 1 day)",
+        **{**PYRAMID_PPO, "freqai_merge": deep_merge(PYRAMID_PPO["freqai_merge"], {
+            "rl_config": {"model_reward_parameters": {"short_hold_penalty": 5.0,
+                                                      "min_hold": "1d"}}})}),
     _al("pyramid_rule", {}, "rule-based scale-in and trim (no FreqAI model)",
         default=False, **NO_FREQAI),
     # Issue 16: sizing mode allocator, the agent against the two textbook allocations run

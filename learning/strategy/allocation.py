@@ -125,9 +125,12 @@ class AllocationHooks(IStrategy):
         return (close.astype("int64") % self._step_ns() == 0).to_numpy()
 
     def _panel(self) -> Any:
-        """The market panel of the whitelist (features cached until the frames change)."""
+        """The market panel of the whitelist: built once in a backtest (freqtrade hands the
+        strategy the whole range; every value is causal), rebuilt live when a candle closes."""
         from learning.agents.alloc_env import FeatureConfig, MarketPanel
 
+        if self._alloc_panel is not None and not self._live:
+            return self._alloc_panel
         pairs = list(self.config["exchange"].get("pair_whitelist", []))
         frames = {p: f for p in pairs if (f := self._frame(p, self.timeframe)) is not None}
         if not frames:
