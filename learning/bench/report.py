@@ -38,6 +38,9 @@ METRIC_DEFINITIONS: dict[str, str] = {
     "trades": "closed trades (buy-and-hold: one per pair)",
     "exposure": "share of candles during which any position was held",
     "fees": "fees paid on all fills, in the stake currency",
+    "fee_share_of_gross": "fees of all trades / the sum of (net profit + fees) over the trades "
+                          "whose profit before fees was positive; above 1: fees took more than "
+                          "all the gross gains",
     "dsr": "deflated Sharpe ratio (Bailey & Lopez de Prado 2014): P(true Sharpe > SR0) with "
            "SR0 = sqrt(V) ((1-g) invPhi(1-1/N) + g invPhi(1-1/(N e))), N = variants "
            "compared (successful, with a defined Sharpe; a variant identical to another "
@@ -173,18 +176,22 @@ def regime_table(bench: BenchResult) -> str:
 
 
 def exits_table(bench: BenchResult, top: int = 4) -> str:
-    """Median hold and the most frequent exit reasons (count, mean profit) per variant."""
-    rows = ["| variant | median hold | exits by reason: trades (mean profit) |", "|---|---|---|"]
+    """Median hold, the fee share of gross profit and the most frequent exit reasons (count,
+    mean profit) per variant."""
+    rows = ["| variant | median hold | fees / gross profit | exits by reason: trades (mean "
+            "profit) |", "|---|---|---|---|"]
     for r in bench.results:
         if not r.exits or not r.exits.get("by_exit_reason"):
             continue
         hold = r.exits["median_hold_minutes"]
+        share = r.exits.get("fee_share_of_gross")
         reasons = list(r.exits["by_exit_reason"].items())
         cells = [f"{k}: {v['trades']} ({_pct(v['mean_profit_ratio'], 2)})"
                  for k, v in reasons[:top]]
         if len(reasons) > top:
             cells.append(f"{len(reasons) - top} more")
-        rows.append(f"| {_label(bench, r)} | {hold / 60:.1f} h | {'; '.join(cells)} |")
+        rows.append(f"| {_label(bench, r)} | {hold / 60:.1f} h | "
+                    f"{_pct(share).lstrip('+')} | {'; '.join(cells)} |")
     return "\n".join(rows) if len(rows) > 2 else "(no trades)"
 
 
@@ -388,8 +395,10 @@ def report_markdown(bench: BenchResult, images: list[str]) -> str:
     out += ["## Returns by regime", "", f"Regimes: {bench.regime_source}. Cells: compounded "
             "return over the candles of that regime (header: share of candles).", "",
             regime_table(bench), "",
-            "## Trades by exit reason", "", "Median time in trade, and per exit reason the "
-            "number of trades and their mean profit ratio (after fees).", "",
+            "## Trades by exit reason", "", "Median time in trade, the fee share of gross "
+            "profit (fees over the pre-fee gains of the trades that gained before fees), and "
+            "per exit reason the number of trades and their mean profit ratio (after fees).",
+            "",
             exits_table(bench), ""]
     if images:
         out += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in images] + [""]

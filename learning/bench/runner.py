@@ -341,7 +341,8 @@ def prepare(v: Variant, spec: BenchSpec, user_data: Path, strategy_dir: Path,
                 loaded = load_ft_config([str(path)])
             except ConfigError as err:
                 return Plan("failed", f"FreqAI config {path}: {err}")
-            section = {**loaded.get("freqai", {}), **v.freqai_replace}
+            section = deep_merge({**loaded.get("freqai", {}), **v.freqai_replace},
+                                 v.freqai_merge)
             if v.freqai_config.startswith("asset:"):
                 section = _data_adapted(section, spec.datadir, spec.pairs, spec.timeframe)
             else:
@@ -528,13 +529,16 @@ def run_variant(v: Variant, spec: BenchSpec, exchange_overlay: Path, strategy_di
         shutil.copytree(inputs.models, res.models_dir)
         res.notes.append(inputs.models_note or "FreqAI predictions reused: cost figures "
                          "exclude training")
-    if plan.learning is not None and plan.learning.sizing.agent == "ppo":
+    if plan.learning is not None and (plan.learning.sizing.agent == "ppo" or (
+            plan.learning.sizing.agent == "allocator"
+            and plan.learning.allocator.policy == "ppo")):
         res.notes.append(inputs.agents_note)
         if inputs.agents is not None:
             target = user_data / "learning" / plan.learning.identifier / "backtest"
             target.mkdir(parents=True, exist_ok=True)
-            for f in inputs.agents.glob("agent_*_offline.pt"):
-                shutil.copy2(f, target / f.name)
+            for pattern in ("agent_*_offline.pt", "allocator_*.pt"):
+                for f in inputs.agents.glob(pattern):
+                    shutil.copy2(f, target / f.name)
     configs = [*spec.configs, run_dir / "overlay.json", exchange_overlay]
     # Our baselines load from the run's strategy folder; AdvancedLearning from config.json's.
     res.command = backtest_command(configs, v.strategy, spec, run_dir / "results",
@@ -579,12 +583,13 @@ def _collect(res: VariantResult, result_dir: Path, v: Variant, spec: BenchSpec,
                                         v.strategy)
     if wallet is None or wallet.empty:
         raise LearningError("freqtrade's result zip holds no wallet export (*_wallet.feather)")
-    fees = M.fees_paid(trades, spec.fee) if len(trades) else 0.0
+    per_trade_fees = M.trade_fees(trades, spec.fee) if len(trades) else np.zeros(0)
+    fees = float(per_trade_fees.sum())
     book = M.book_from_wallet(wallet, str(stats.get("stake_currency", "USDT")), start, end,
                               spec.wallet, float(stats["final_balance"]), fees)
     pnl = trades["profit_abs"].to_numpy(dtype="float64") if len(trades) else np.array([])
     res.book, res.metrics = book, M.summarize(book, pnl, spec.seed)
-    res.exits = M.exit_breakdown(trades)
+    res.exits = M.exit_breakdown(trades, per_trade_fees)
     if v.learning_section:
         from learning.bench.diagnostics import diagnostics, notes
 

@@ -45,6 +45,7 @@ from learning.core.ftconfig import credentials_message, shipped_api_credentials
 from learning.core.risk import SCHEMA_VERSION as RISK_SCHEMA
 from learning.core.risk import RiskGuard, RiskState
 from learning.core.store import StateStore, runmode_namespace, state_root
+from learning.strategy.allocation import AllocationHooks
 from learning.strategy.brain_hooks import CRISIS_ID, BrainHooks
 from learning.strategy.charts import ChartHooks
 from learning.strategy.config import LearningConfig, load_learning_config
@@ -135,7 +136,8 @@ class _PairSeries:
         return self._last_i
 
 
-class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks, IStrategy):
+class AdvancedLearningStrategy(ChartHooks, SizingHooks, AllocationHooks, BrainHooks, FreqAIHooks,
+                               IStrategy):
     """Rule-based core of AdvancedLearning; the learning tiers plug into it."""
 
     INTERFACE_VERSION = 3
@@ -185,6 +187,8 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         self.guard = RiskGuard(self.learning.risk)
         self.position_adjustment_enable = self.learning.pyramiding.enabled
         self.max_entry_position_adjustment = self.learning.pyramiding.max_adds
+        if self.learning.sizing.agent == "allocator":  # rebalancing adds and trims, unlimited
+            self.position_adjustment_enable, self.max_entry_position_adjustment = True, -1
         self._series: dict[str, _PairSeries] = {}
         self._equity: float | None = None
         self._start_balance: float | None = None
@@ -301,6 +305,7 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         self._load_brain(start)
         self._init_router(start or datetime.now(UTC))
         self._init_sizing(start)
+        self._init_allocation(start)
 
     def _new_run(self) -> None:
         """Start a backtest again from what ``bot_start`` gave the first one.
@@ -328,7 +333,8 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["store"] = self.store.root
-        for key in ("router", "agents", "_policy_agents", "_waiting"):
+        for key in ("router", "agents", "_policy_agents", "_waiting", "_allocators",
+                    "_alloc_panel"):
             state.pop(key, None)
         return state
 
@@ -338,6 +344,7 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         self.store = StateStore(root)
         self._waiting = PendingEntries(self.store, persist=False)  # hyperopt persists nothing
         self.router, self.agents, self._policy_agents = None, None, {}
+        self._allocators, self._alloc_panel = [], None
         self._run_pending = True
 
     def _backtest_start(self, end: bool = False) -> datetime | None:
@@ -488,6 +495,8 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         cp = learning.changepoint
         alarm = (dataframe["changepoint_prob"].fillna(0.0) > cp.block_above) if cp.enabled \
             else False
+        if self.allocating:  # every decision time is a candidate; the targets decide
+            could = self.decision_candles(dataframe["date"])
         cond = dataframe["data_ok"] & could & ~cash & ~alarm
         dataframe.loc[cond, ["enter_long", "enter_tag"]] = (1, "candidate")
         self.tag_live_candidate(dataframe, metadata["pair"])
@@ -681,6 +690,12 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         if equity is None:
             self._refuse_forced(pair, entry_tag, "equity unknown")
             return 0.0
+        if self.allocating:
+            stake = self.allocation_stake(pair, current_time, equity, min_stake, max_stake)
+            if not stake:
+                self._refuse_forced(pair, entry_tag, "the allocator's target for the pair is "
+                                    "below its minimum, or the guard refused it")
+            return stake
         decision = self.decide_entry(pair, current_time, entry_tag)
         if decision is None or not decision.take:
             self._refuse_forced(pair, entry_tag, "no analysed candle for the pair yet")
@@ -818,6 +833,10 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         cut = self.changepoint_cut(trade, alarms["changepoint"], current_rate)
         if cut is not None:
             return cut
+        if self.allocating:
+            return self.allocation_adjust(trade, current_time, current_rate,
+                                          self._current_equity(current_time), min_stake,
+                                          max_stake)
         rl = self.rl_adjustment(trade, current_time, current_profit, min_stake, max_stake,
                                 held=self.held_value(trade, current_rate))
         if rl is not NOT_RL:
@@ -887,6 +906,9 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
 
     def custom_exit(self, pair: str, trade: Trade, current_time: datetime, current_rate: float,
                     current_profit: float, **kwargs: Any) -> str | None:
+        if self.allocating:
+            return self.guard.exit_reason(current_time, **self.alarms(current_time)) or \
+                self.allocation_exit(trade, current_time)
         return self.guard.exit_reason(current_time, **self.alarms(current_time)) or \
             self.agent_exit(trade, current_time, current_profit) or \
             self.rl_exit(trade, current_time, current_profit) or \
@@ -925,6 +947,8 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         # The score's exit signal is a short-term call: it ends SCALP trades (and trades without
         # a profile), not the swings and trend runs whose exits are their profiles'.
         if exit_reason in ("exit_signal", "score_exit"):  # the tag replaces the reason
+            if self.allocating:
+                return False  # the allocator's targets decide the exits
             plan = self.plan_of(trade)
             return plan is None or plan.profile == "SCALP"
         return True
@@ -932,6 +956,8 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
     def custom_stoploss(self, pair: str, trade: Trade, current_time: datetime,
                         current_rate: float, current_profit: float, after_fill: bool,
                         **kwargs: Any) -> float | None:
+        if self.allocating:
+            return None  # the hard stoploss only: the allocator's targets decide the exits
         agent_stop = self.agent_stoploss(trade, current_profit)
         if agent_stop is not None:
             return agent_stop
