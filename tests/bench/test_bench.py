@@ -181,11 +181,11 @@ def smoke_variants() -> list[BV.Variant]:
     left out of the CI run, plus two deliberately broken variants."""
     table = [dataclasses.replace(v, freqai_config=None) if v.freqaimodel == "TSAMAERegressor"
              else v for v in BV.VARIANTS]
-    no_encoder = next(v for v in table if v.name == "no_encoder")
+    lgbm = next(v for v in table if v.name == "with_lightgbm")
     return table + [
-        # Same strategy, model and FreqAI settings as no_encoder: reuses its predictions.
-        dataclasses.replace(no_encoder, name="no_encoder_no_bandit",
-                            config_overlay={"advanced_learning": {"bandit": {"enabled": False}}}),
+        # Same strategy, model and FreqAI settings as with_lightgbm: reuses its predictions.
+        dataclasses.replace(lgbm, name="with_lightgbm_bandit",
+                            config_overlay={"advanced_learning": {"bandit": {"enabled": True}}}),
         BV.Variant("broken_config", "AdvancedLearning",
                   {"advanced_learning": {"no_such_tier": {"enabled": False}}},
                   learning_section=True),
@@ -223,11 +223,11 @@ def test_bench_smoke_runs_every_available_variant_and_reports_broken_ones(market
             assert r.book.equity.iloc[-1] == pytest.approx(r.freqtrade["final_balance"])
             assert "--timerange" in r.command and "20250128-20250218" in r.command
     assert by_name["buy_and_hold"].metrics["exposure"] == 1.0
-    reused = by_name["no_encoder_no_bandit"]
+    reused = by_name["with_lightgbm_bandit"]
     assert any("reused from the cache" in n for n in reused.notes)
     log = Path(reused.log).read_text()
     assert "Found backtesting prediction file" in log and "Starting training" not in log
-    assert "Starting training" in Path(by_name["no_encoder"].log).read_text()
+    assert "Starting training" in Path(by_name["with_lightgbm"].log).read_text()
     assert by_name["freqai_lightgbm"].freqtrade["freqaimodel"] == "LightGBMRegressor"
     assert by_name["freqai_rl"].freqtrade["freqaimodel"] == "ReinforcementLearner"
 
