@@ -23,7 +23,8 @@ Rules (each documented in the README):
   and the exit-profile learner; each router policy's decision teaches the router;
 * **exit profile** of an entry: chosen per regime by :class:`~learning.brain.profiles.
   ProfileLearner` (rule-based entries take ``profiles.rule_profile``);
-* **ablations**: ``bandit.enabled = false`` uses equal weights over the available components;
+* **ablations**: ``bandit.enabled = false`` uses equal weights over the available components (those of
+  ``bandit.params.components`` with a finite score);
   ``regime.enabled = false`` makes every regime UNKNOWN; ``meta.force_learner`` pins a learner.
 """
 
@@ -248,7 +249,7 @@ class Brain:
             else:
                 mode = "learned"
                 learner = self.meta.select(key, rng, now).learner
-            available = available_components(scores, COMPONENTS)
+            available = available_components(scores, self.config.bandit.params.components)
             if not available:
                 weights = {}
             elif self.config.bandit.enabled:
@@ -305,7 +306,7 @@ class Brain:
         trades measure the learner, not the account)."""
         regime = self.learning_key(regime if self.config.regime.enabled
                                    else Regime.UNKNOWN.value)
-        available = available_components(scores, COMPONENTS)
+        available = available_components(scores, self.config.bandit.params.components)
         if not available:
             return False, float("nan"), ""
         if self.config.bandit.enabled:

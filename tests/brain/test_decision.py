@@ -37,6 +37,22 @@ def test_bandit_disabled_gives_equal_weights():
     assert set(d.weights.values()) == {round(1 / 3, 4)}
 
 
+def test_a_component_left_out_of_the_list_counts_neither_with_nor_without_the_bandit():
+    scores = {**STRONG, "trend": -0.9}
+    for enabled in (False, True):
+        without = brain(bandit={"enabled": enabled, "params": {
+            "components": ["technical", "ai", "theme", "sentiment"]}})
+        d = without.decide(T0, "BTC/USDT", scores, "CHOPPY", 0.5, 0, 0.3)
+        assert set(d.weights) == {"technical", "theme", "sentiment"}, enabled
+        assert d.overall > 0.7, "the strongly negative trend score does not pull it down"
+        d = brain(bandit={"enabled": enabled}).decide(T0, "BTC/USDT", scores, "CHOPPY", 0.5, 0,
+                                                      0.3)
+        assert "trend" in d.weights and d.overall < 0.6, enabled
+        take, overall, _ = without.shadow_decision("Balanced", scores, "CHOPPY", 0.3,
+                                                   np.random.default_rng(0))
+        assert overall > 0.7, enabled
+
+
 def test_regime_disabled_decides_as_unknown():
     d = brain(regime={"enabled": False}).decide(T0, "BTC/USDT", STRONG, "CRISIS", 0.9, 0, 0.3)
     assert d.regime == "UNKNOWN"
