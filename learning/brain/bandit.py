@@ -87,8 +87,8 @@ class BanditConfig:
     """Tier 1: the component-weight bandit."""
 
     components: tuple[str, ...] = _f(
-        COMPONENTS, "Names of the entry score's components: they get a learned weight (equal weights "
-        "with the bandit off); a component left out does not count.")
+        COMPONENTS, "Names of the entry score's components: they get a learned weight (equal "
+        "weights with the bandit off); a component left out does not count.")
     prior_alpha: float = _f(
         2.0, "α₀ of the Beta prior on a component's sign-agreement rate (pseudo-successes).",
         (0.01, 1000.0))
