@@ -23,8 +23,8 @@ Rules (each documented in the README):
   and the exit-profile learner; each router policy's decision teaches the router;
 * **exit profile** of an entry: chosen per regime by :class:`~learning.brain.profiles.
   ProfileLearner` (rule-based entries take ``profiles.rule_profile``);
-* **ablations**: ``bandit.enabled = false`` uses equal weights over the available components (those of
-  ``bandit.params.components`` with a finite score);
+* **ablations**: ``bandit.enabled = false`` uses equal weights over the available
+  components (those of ``bandit.params.components`` with a finite score);
   ``regime.enabled = false`` makes every regime UNKNOWN; ``meta.force_learner`` pins a learner.
 """
 
