@@ -6,6 +6,7 @@ the bench runs headless and never disturbs a caller's backend.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -199,6 +200,33 @@ def _multi(bench: BenchResult) -> bool:
     return len(bench.cells) > 1
 
 
+def cell_period(cell: str) -> str:
+    """The period name of a grid cell (``period.universe.seed``); "" for a one-run bench."""
+    return cell.split(".", 1)[0] if "." in cell else ""
+
+
+def by_period(bench: BenchResult) -> dict[str, BenchResult]:
+    """The bench split by period, in grid order: validation and test figures are never
+    averaged together (a tuning decision reads the first, the report states the second)."""
+    names = list(dict.fromkeys(cell_period(c) for c in bench.cells))
+    return {name: dataclasses.replace(
+        bench, results=[r for r in bench.results if cell_period(r.cell) == name],
+        cells=[c for c in bench.cells if cell_period(c) == name]) for name in names}
+
+
+def period_tables(bench: BenchResult, level: str = "###") -> list[str]:
+    """Across-cell and variant-minus-full tables, one pair per period when there are several."""
+    parts = by_period(bench)
+    if len(parts) <= 1:
+        return [grid_table(bench), "", pairwise_table(bench)]
+    out: list[str] = []
+    for name, part in parts.items():
+        out += [f"{level} Period `{name}` ({len(part.cells)} cells: "
+                f"{', '.join(f'`{c}`' for c in part.cells)})", "", grid_table(part), "",
+                pairwise_table(part), ""]
+    return out[:-1]
+
+
 def _label(bench: BenchResult, r: Any) -> str:
     return f"{r.cell} / {r.variant.name}" if _multi(bench) else r.variant.name
 
@@ -290,8 +318,11 @@ def _data_line(bench: BenchResult) -> str:
     joins = ("; " + ", ".join(f"{p} from {t:%Y-%m-%d}" for p, t in late.items())
              + " (their candles begin later: traded, and bought by buy-and-hold, from then)"
              if late else "")
+    argv = list(bench.argv)
+    periods = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--period"]
+    ranges = (f"periods {', '.join(periods)}" if len(periods) > 1 else f"range {s.timerange}")
     return (f"{kind} from `{s.datadir}`; pairs {', '.join(s.pairs)}; timeframe {s.timeframe}; "
-            f"range {s.timerange} (candles opening in [start, end), UTC){joins}; fee "
+            f"{ranges} (candles opening in [start, end), UTC){joins}; fee "
             f"{s.fee:.2%} per side on entry and exit; starting wallet {s.wallet:g}")
 
 
@@ -339,8 +370,7 @@ def summary_text(bench: BenchResult) -> str:
              "|---|---|---|---|---|---|"]
     if _multi(bench):
         return "\n".join(lines[:2] + [f"{len(bench.cells)} cells (seed x universe x period): "
-                                      f"{', '.join(bench.cells)}.", "", grid_table(bench), "",
-                                      pairwise_table(bench)])
+                                      f"{', '.join(bench.cells)}.", ""] + period_tables(bench))
     for r in bench.results:
         if r.status == "ok":
             m = r.metrics
@@ -369,11 +399,11 @@ def report_markdown(bench: BenchResult, images: list[str]) -> str:
            "on the evaluated range.", "",
            "## Across cells", "", f"Cells (seed x pair universe x period): "
            f"{', '.join(f'`{c}`' for c in bench.cells)}. Per variant, each figure's mean "
-           "over the cells it finished in, a 95 % t-interval of that mean and the range.", "",
-           grid_table(bench), "",
-           "## Variant minus full", "", "Paired on the same cells and days; intervals from a "
-           "stratified circular block bootstrap of daily returns (arch.bootstrap).", "",
-           pairwise_table(bench), "",
+           "over the cells it finished in, a 95 % t-interval of that mean and the range; "
+           "then every variant minus full, paired on the same cells and days, intervals from "
+           "a stratified circular block bootstrap of daily returns (arch.bootstrap). With "
+           "several periods, one pair of tables per period (periods are never averaged "
+           "together).", "", *period_tables(bench), "",
            "## Results", "", results_table(bench), ""]
     learning = learning_table(bench)
     if learning:
