@@ -503,8 +503,14 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, AllocationHooks, BrainHo
         return dataframe
 
     def populate_exit_trend(self, dataframe: pd.DataFrame, metadata: dict) -> pd.DataFrame:
-        cond = dataframe["data_ok"] & (dataframe["score_technical"] < self.exit_threshold.value)
-        dataframe.loc[cond, ["exit_long", "exit_tag"]] = (1, "score_exit")
+        # No exit_long: freqtrade skips custom_exit on a candle whose exit signal is set, so a
+        # signal there would hide the guard's risk exits (and the profiles' exits) behind an
+        # exit that confirm_trade_exit then refuses for SWING and RUNNER trades. The score's exit
+        # is taken in custom_exit, after the guard (``score_exit``); this column only shows
+        # where it would fire (charts).
+        dataframe["exit_long"] = 0
+        dataframe["score_exit"] = (dataframe["data_ok"] & (
+            dataframe["score_technical"] < self.exit_threshold.value)).astype("int8")
         return dataframe
 
     # ------------------------------------------------------------------ equity and guard
@@ -912,7 +918,19 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, AllocationHooks, BrainHo
         return self.guard.exit_reason(current_time, **self.alarms(current_time)) or \
             self.agent_exit(trade, current_time, current_profit) or \
             self.rl_exit(trade, current_time, current_profit) or \
-            self.profile_exit(trade, current_time, current_profit)
+            self.profile_exit(trade, current_time, current_profit) or \
+            self.score_exit(trade, current_time)
+
+    def score_exit(self, trade: Trade, now: datetime) -> str | None:
+        """The score's exit: the technical score of the last closed candle below
+        ``exit_threshold`` ends SCALP trades and trades without a profile (a short-term call;
+        swings and trend runs exit by their profiles)."""
+        series = self._series.get(trade.pair)
+        i = series.last_closed(now) if series else -1
+        if i < 0 or not series.data_ok[i] or not series.score[i] < self.exit_threshold.value:
+            return None
+        plan = self.plan_of(trade)
+        return "score_exit" if plan is None or plan.profile == "SCALP" else None
 
     def plan_of(self, trade: Trade) -> ExitPlan | None:
         """The exit plan chosen at entry (exit profiles), None for trades without one."""
