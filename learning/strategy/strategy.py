@@ -260,6 +260,12 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, AllocationHooks, BrainHo
         runmode = getattr(self.config.get("runmode"), "value", self.config.get("runmode"))
         if runmode == "backtest" and self.learning.regime.enabled:
             self.check_informative_data()
+        if not self.use_exit_signal:
+            # freqtrade calls custom_exit only with use_exit_signal on: the guard's exits go.
+            logger.warning("AdvancedLearning: use_exit_signal is false in the config, so "
+                           "freqtrade never asks custom_exit: the daily-loss, drawdown and "
+                           "crisis exits (and the exit profiles) will NOT close positions; "
+                           "remove the setting to have them")
         # A backtest starts from a clean guard: it never loads state of a live run.
         self._start_learning()
         if self._persist:
