@@ -36,7 +36,7 @@ lint: venv
 	$(BIN)/ruff check learning strategies freqai_models tests benchmarks
 
 bench: venv
-	$(BIN)/ftlearn bench
+	$(BIN)/ftlearn bench --evidence
 
 # An hour of dry-run on the local exchange with three SIGKILL restarts (not part of CI).
 soak: venv

@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "learning.commands.data",
     "learning.commands.control",
     "learning.commands.agents",
+    "learning.commands.allocator",
     "learning.commands.demo",
     "learning.commands.policy",
     "learning.commands.encoder",

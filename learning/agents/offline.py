@@ -14,9 +14,22 @@ from learning.core.store import StateStore
 from learning.data.candles import load_candles
 
 
+def agent_config(sizing: Any) -> Any:
+    """The Tier 3 agents' :class:`~learning.agents.trade_agent.PPOConfig` from the strategy's
+    ``sizing`` section (network kind, churn penalty); the rest are the documented defaults."""
+    import dataclasses
+
+    from learning.agents.trade_agent import PPOConfig
+
+    base = PPOConfig()
+    return dataclasses.replace(base, policy=sizing.ppo_policy, reward=dataclasses.replace(
+        base.reward, short_hold_penalty=sizing.ppo_short_hold_penalty))
+
+
 def train_agents_offline(ft_config: dict[str, Any], cfg: Any, store: StateStore, datadir: Path,
                          timerange: str, steps: int | None = None, regimes: bool = True,
-                         say: Callable[[str], None] = print) -> list[Path]:
+                         say: Callable[[str], None] = print,
+                         tensorboard: Path | None = None) -> list[Path]:
     """Train every learner's agent on ``timerange`` (``YYYYMMDD-YYYYMMDD``) of the whitelist and
     save it in ``store``; ``cfg`` is the parsed ``advanced_learning`` section. Returns the
     checkpoint paths. The agents see no candle at or after the range's end."""
@@ -34,8 +47,13 @@ def train_agents_offline(ft_config: dict[str, Any], cfg: Any, store: StateStore,
     for p in pairs:
         df = load_candles(datadir, p, tf)
         frames[p] = df[(df["date"] >= start) & (df["date"] < end)].reset_index(drop=True)
-        if frames[p].empty:
-            raise DataError(f"{p} has no {tf} candles in {timerange}")
+    empty = [p for p, f in frames.items() if f.empty]
+    if len(empty) == len(pairs):
+        raise DataError(f"none of {', '.join(pairs)} has {tf} candles in {timerange}")
+    if empty:  # e.g. a pair whose market opened later: the agents learn from the others
+        say(f"no {tf} candles of {', '.join(empty)} in {timerange}: trained without them")
+        pairs = [p for p in pairs if p not in empty]
+        frames = {p: frames[p] for p in pairs}
     labels = None
     det = cfg.regime.detector
     if regimes and cfg.regime.btc_pair in pairs:
@@ -51,19 +69,21 @@ def train_agents_offline(ft_config: dict[str, Any], cfg: Any, store: StateStore,
     market = MarketData.from_candles(frames, tf, config=sim, regimes=labels,
                                      regime_timeframe=det.timeframe if labels is not None
                                      else None)
-    agents = AgentSet.create(cfg.meta.learners)
+    agents = AgentSet.create(cfg.meta.learners, agent_config(cfg.sizing))
     data_end = frames[pairs[0]]["date"].iloc[-1].to_pydatetime()
     meta = {"data_end": data_end.isoformat(), "data_start": start.isoformat(),
             "pairs": list(pairs), "timeframe": tf, "runmode": "offline"}
     paths = []
     for name, agent in agents.agents.items():
         env = TradeParamEnv(market, agent.profile, sim)
-        figures = train_offline(agent, env, steps)
+        figures = train_offline(agent, env, steps,
+                                tensorboard=str(tensorboard) if tensorboard else None)
         path = store.save_torch(agent_state_name(name, offline=True),
                                 {"payload": agent.checkpoint(meta)},
                                 schema=AGENT_SCHEMA, meta=meta)
         paths.append(path)
         say(f"{name}: {int(figures['timesteps'])} steps in {figures['seconds']:.0f} s "
             f"({len(env.opp_t)} simulated entry opportunities) -> {path}")
-    say(f"trained on {', '.join(pairs)} {tf} {start.date()} .. {data_end.date()}")
+    say(f"trained on {', '.join(pairs)} {tf} {start.date()} .. {data_end.date()} "
+        f"({agents.config.policy} policy)")
     return paths

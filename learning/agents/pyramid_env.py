@@ -22,9 +22,17 @@ Time: the action chosen at tick ``t`` fills at the **open** of candle ``t``; the
 holds the market features of candle ``t - 1`` (the last *closed* candle) plus the position state
 marked at that open. The reward of the step is the change of equity (cash + qty * open) from
 before the fill to the next open, relative to the equity before, minus penalties for drawdown
-added beyond a tolerated band and per fill (churn), times ``reward.scale``. At the end of the
-data the position is liquidated (its exit fee is charged in the last reward). An episode
-terminates early when equity falls ``rl_config.max_training_drawdown_pct`` below the start.
+added beyond a tolerated band, per fill, and for selling within ``min_hold`` of the trade's
+first entry (churn), times ``reward.scale``. At the end of the data the position is liquidated
+(its exit fee is charged in the last reward). An episode terminates early when equity falls
+``rl_config.max_training_drawdown_pct`` below the start.
+
+Fees: every fill pays the real fee, so a round trip's rewards sum to its equity change net of
+both fees (the entry fee at the buy, the exit fee at the sale). That alone did not stop the
+agent closing trades an hour after the strategy opened them (README, January 2026: the entry
+fee was sunk when it decided, and an hour's drift pays more than one exit fee): the
+short-hold penalty charges ``short_hold_penalty`` round-trip fees of the sold notional for a
+sale right at the entry, falling linearly to nothing at ``min_hold``.
 
 Market rows holding NaN (no valid encoder window) cannot be acted on: the agent holds, the
 observation's market part is zeroed and the event is counted (TensorBoard ``actions/nan_hold``).
@@ -45,6 +53,7 @@ from freqtrade.freqai.RL.BaseEnvironment import BaseEnvironment, Positions
 from gymnasium import spaces
 
 from learning.core.config import _f, parse_section
+from learning.core.durations import candles
 from learning.core.risk import risk_config
 
 logger = logging.getLogger(__name__)
@@ -102,6 +111,12 @@ class RewardConfig:
         "not punished, deep drawdowns are).", (0.0, 1.0))
     churn_penalty: float = _f(
         2e-5, "Penalty per fill as a fraction of equity, on top of the fee.", (0.0, 1.0))
+    short_hold_penalty: float = _f(
+        1.0, "Selling within min_hold of the trade's first entry costs this many round-trip "
+        "fees (2 x fee) of the sold notional, in full right at the entry and falling linearly "
+        "to 0 at min_hold; 0 turns it off.", (0.0, 1000.0))
+    min_hold: str = _f("4h", "Holding time after which a sale pays no short-hold penalty "
+                       "(a duration, turned into candles of the timeframe).", duration=True)
     invalid_penalty: float = _f(
         0.01, "Penalty (reward units) for an invalid action, which is then treated as hold.",
         (0.0, 100.0))
@@ -237,6 +252,7 @@ class Transition:
     drawdown_after: float
     fills: int
     invalid: bool
+    short_hold: float = 0.0  # sold notional / equity before x (1 - held / min_hold), >= 0
 
 
 class PyramidEnv(BaseEnvironment):
@@ -267,6 +283,8 @@ class PyramidEnv(BaseEnvironment):
         self.reward = parse_section(RewardConfig, reward_kwargs,
                                     "freqai.rl_config.model_reward_parameters")
         self.rr, self.profit_aim = self.reward.rr, self.reward.profit_aim
+        self.min_hold_candles = candles(self.reward.min_hold,
+                                        self.config.get("timeframe") or "5m")
         self.signal_features = df
         self.prices = prices
         self.window_size = 1  # the encoder features already summarize their window
@@ -360,6 +378,14 @@ class PyramidEnv(BaseEnvironment):
         before = self.book.equity(price)
         dd_before = 1.0 - before / self._peak
         fills_before = self.book.fills
+        short_hold = 0.0
+        if taken in (Action.DECREASE, Action.CLOSE) and before > 0:
+            sold = self.book.qty / self.book.tranches if taken == Action.DECREASE \
+                else self.book.qty
+            young = max(0.0, 1.0 - self.book.duration(t) / self.min_hold_candles)
+            short_hold = sold * price / before * young
+            if young > 0:
+                self.tensorboard_log("short_hold_sale", category="actions")
         self.book = apply_action(self.book, taken, price, self.fee, self.pyr, t)
         if taken in (Action.INCREASE, Action.DECREASE, Action.CLOSE):
             self._last_trade_tick = t if self.book.tranches else None
@@ -374,7 +400,7 @@ class PyramidEnv(BaseEnvironment):
         after = self.book.equity(nxt)
         self._peak = max(self._peak, after)
         self._last = Transition(before, after, dd_before, 1.0 - after / self._peak, fills,
-                                invalid)
+                                invalid, short_hold)
         reward = self.calculate_reward(taken)
         self.total_reward += reward
         self._position = Positions.Long if self.book.tranches else Positions.Neutral
@@ -398,8 +424,9 @@ class PyramidEnv(BaseEnvironment):
         """Reward of the transition just made (``step`` records it before calling this).
 
         ``scale * (equity change / equity before - drawdown_penalty * drawdown added beyond
-        drawdown_free - churn_penalty * fills) - invalid_penalty`` (the last only for an
-        invalid action).
+        drawdown_free - churn_penalty * fills - short_hold_penalty * 2 fee * short_hold) -
+        invalid_penalty`` (the last only for an invalid action; ``short_hold`` is the sold
+        notional over equity times ``1 - held / min_hold``, 0 for a sale after min_hold).
         """
         tr, r = self._last, self.reward
         if tr is None:
@@ -407,7 +434,8 @@ class PyramidEnv(BaseEnvironment):
         change = (tr.equity_after - tr.equity_before) / tr.equity_before \
             if tr.equity_before > 0 else 0.0
         deeper = max(0.0, tr.drawdown_after - max(tr.drawdown_before, r.drawdown_free))
-        value = r.scale * (change - r.drawdown_penalty * deeper - r.churn_penalty * tr.fills)
+        value = r.scale * (change - r.drawdown_penalty * deeper - r.churn_penalty * tr.fills
+                           - r.short_hold_penalty * 2.0 * self.fee * tr.short_hold)
         if tr.invalid:
             value -= r.invalid_penalty
         return float(value) if math.isfinite(value) else 0.0

@@ -62,6 +62,7 @@ from learning.agents.pyramid_policy import (
     grid_predictions,
     grid_states,
     market_features,
+    young_candles,
 )
 from learning.core.config import _f, parse_section
 from learning.core.errors import ConfigError, DataError, LearningError, StateError
@@ -119,13 +120,16 @@ def parse_model_config(freqai: Mapping[str, Any], risk_cap: float) -> PyramidMod
 
 
 def grid_action(row: Mapping[str, Any], tranches_held: int, unrealized_pnl: float,
-                grid: GridConfig | None = None) -> Action:
+                grid: GridConfig | None = None, age: float | None = None,
+                young: int = 0) -> Action:
     """The agent's action for a real trade, read from one prediction row (pure, never raises).
 
     ``row`` is the strategy dataframe row of the last *closed* candle (the action is for the
     next open); ``tranches_held`` is clipped to the grid, ``unrealized_pnl`` (freqtrade's
-    ``current_profit``) is mapped to the nearest bucket. A missing or non-finite column, or a
-    row with ``do_predict != 1``, gives HOLD.
+    ``current_profit``) is mapped to the nearest bucket; ``age`` (candles since the trade's
+    entry) picks the young columns (``young`` candles, see :func:`young_candles`) when it is
+    closer to them than to ``time_in_trade`` and the row has them. A missing or non-finite
+    column, or a row with ``do_predict != 1``, gives HOLD.
     """
     grid = grid or GridConfig()
     try:
@@ -136,7 +140,10 @@ def grid_action(row: Mapping[str, Any], tranches_held: int, unrealized_pnl: floa
             t -= 1  # more tranches than the model's grid: use its largest (never the flat one)
         pnl = float(unrealized_pnl) if math.isfinite(float(unrealized_pnl)) else 0.0
         bucket = min(grid.pnl, key=lambda b: abs(b - pnl))
-        value = float(row[grid_column(t, bucket)])
+        is_young = (young > 0 and age is not None and math.isfinite(float(age))
+                    and float(age) < (young + grid.time_in_trade) / 2
+                    and grid_column(t, bucket, True) in row)
+        value = float(row[grid_column(t, bucket, is_young)])
         return Action(int(value)) if math.isfinite(value) and 0 <= value < len(Action) \
             else Action.HOLD
     except (KeyError, TypeError, ValueError):
@@ -205,6 +212,7 @@ class PPOPyramidingBase(EncoderWindowMixin, BaseReinforcementLearningModel):
             raise ConfigError(f"encoder n_features {enc.n_features}: the candle features "
                               f"give {N_FEATURES} channels")
         self.obs_cfg = ObsConfig.from_env(self.pyr.env)
+        self.young = young_candles(self.pyr.grid, self.config["timeframe"])
         runmode = getattr(self.config.get("runmode"), "value", self.config.get("runmode"))
         if enc.window >= self.CONV_WIDTH:
             msg = (f"freqai.conv_width is {self.CONV_WIDTH}; live predictions need "
@@ -335,7 +343,7 @@ class PPOPyramidingBase(EncoderWindowMixin, BaseReinforcementLearningModel):
             "tail_ohlcv": tail[list(OHLCV)].to_numpy().tolist(),
         }
         preds = grid_predictions(model.policy, train_market, self.obs_cfg, self.pyr.grid,
-                                 FLAT_INCREASE)
+                                 FLAT_INCREASE, self.young)
         means, stds = dk.data.setdefault("labels_mean", {}), dk.data.setdefault("labels_std", {})
         for col in [*dk.label_list, *self.prediction_columns()]:
             means[col], stds[col] = 0.0, 0.0
@@ -343,8 +351,8 @@ class PPOPyramidingBase(EncoderWindowMixin, BaseReinforcementLearningModel):
         stds[FLAT_INCREASE] = float(preds[FLAT_INCREASE].std())
 
     def prediction_columns(self) -> list[str]:
-        return [FLAT_INCREASE] + [grid_column(t, p)
-                                  for t, p in grid_states(self.obs_cfg, self.pyr.grid)]
+        return [FLAT_INCREASE] + [grid_column(t, p, y) for t, p, _, y in
+                                  grid_states(self.obs_cfg, self.pyr.grid, self.young)]
 
     # -- prediction -----------------------------------------------------------------------------
     def _tail(self, dk: FreqaiDataKitchen) -> pd.DataFrame | None:
@@ -377,7 +385,7 @@ class PPOPyramidingBase(EncoderWindowMixin, BaseReinforcementLearningModel):
                         "candles): the agent holds there (do_predict=0)", dk.pair,
                         int((~valid).sum()), len(valid), extractor.config.window)
         pred = grid_predictions(self.model.policy, market, obs_cfg, self.pyr.grid,
-                                FLAT_INCREASE)
+                                FLAT_INCREASE, self.young)
         flat = pred[grid_column(0, 0.0)]
         for label in dk.label_list:
             pred[label] = flat.to_numpy() if label == ACTION_LABEL else 0.0

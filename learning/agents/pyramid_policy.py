@@ -33,6 +33,7 @@ from torch import nn
 
 from learning.agents.pyramid_env import N_STATE, Action, PyramidEnvConfig, state_features
 from learning.core.config import _f, parse_section
+from learning.core.durations import candles
 from learning.core.errors import ConfigError, StateError
 from learning.encoder.model import TSAMAE, EncoderConfig, encode_windows
 from learning.encoder.windows import candle_arrays, gather_windows
@@ -207,6 +208,11 @@ class GridConfig:
                                 "every held tranche count; a trade maps to the nearest.")
     time_in_trade: int = _f(24, "Time in trade (candles) assumed for the held grid states.",
                             (0, 100_000))
+    young_time_in_trade: str = _f(
+        "", "A second, younger time in trade (a duration, e.g. '1h') queried for every held "
+        "state (columns suffixed _young); a trade closer in age to it than to time_in_trade "
+        "reads those. Empty: none (a young trade reads the time_in_trade columns).",
+        duration=True)
 
     def __post_init__(self) -> None:
         names = [_pnl_tag(p) for p in self.pnl]
@@ -220,14 +226,33 @@ def _pnl_tag(pnl: float) -> str:
     return f"{round(pnl * 100, 2):+g}"
 
 
-def grid_column(tranches: int, pnl: float) -> str:
-    """Prediction column of the greedy action at ``tranches`` held and open profit ``pnl``."""
-    return f"&-pyr_a_t{tranches}_p{_pnl_tag(0.0 if tranches == 0 else pnl)}"
+def grid_column(tranches: int, pnl: float, young: bool = False) -> str:
+    """Prediction column of the greedy action at ``tranches`` held and open profit ``pnl``
+    (``young``: at the grid's young time in trade)."""
+    suffix = "_young" if young and tranches else ""
+    return f"&-pyr_a_t{tranches}_p{_pnl_tag(0.0 if tranches == 0 else pnl)}{suffix}"
 
 
-def grid_states(obs: ObsConfig, grid: GridConfig) -> list[tuple[int, float]]:
-    """(tranches, pnl) of every grid state; the flat state once, with pnl 0."""
-    return [(0, 0.0)] + [(t, p) for t in range(1, obs.tranches + 1) for p in grid.pnl]
+def grid_states(obs: ObsConfig, grid: GridConfig, young: int = 0
+                ) -> list[tuple[int, float, int, bool]]:
+    """(tranches, pnl, time in trade in candles, young) of every grid state; the flat state
+    once, with pnl 0; the held states at ``time_in_trade`` and, when ``young`` (candles) > 0,
+    again at that age."""
+    ages = [(grid.time_in_trade, False)] + ([(young, True)] if young > 0 else [])
+    return [(0, 0.0, 0, False)] + [(t, p, age, is_young) for age, is_young in ages
+                                   for t in range(1, obs.tranches + 1) for p in grid.pnl]
+
+
+def young_candles(grid: GridConfig, timeframe: str) -> int:
+    """The grid's young time in trade in candles of ``timeframe`` (0: none)."""
+    if not grid.young_time_in_trade:
+        return 0
+    young = candles(grid.young_time_in_trade, timeframe)
+    if young >= grid.time_in_trade:
+        raise ConfigError(f"grid.young_time_in_trade {grid.young_time_in_trade!r} is {young} "
+                          f"candles of {timeframe}, not younger than time_in_trade "
+                          f"({grid.time_in_trade} candles)")
+    return young
 
 
 def state_mask(tranches: int, max_tranches: int) -> np.ndarray:
@@ -252,25 +277,25 @@ def action_probs(policy, obs: np.ndarray) -> np.ndarray:
 
 
 def grid_predictions(policy, market: np.ndarray, obs: ObsConfig, grid: GridConfig,
-                     flat_column: str) -> pd.DataFrame:
-    """Greedy masked action per grid state and P(increase | flat) for every market row.
+                     flat_column: str, young: int = 0) -> pd.DataFrame:
+    """Greedy masked action per grid state and P(increase | flat) for every market row
+    (``young``: the young time in trade in candles, 0 for none).
 
     Rows whose market features are not finite get HOLD everywhere and probability 0.
     """
     n = len(market)
     valid = np.isfinite(market).all(axis=1)
-    states = grid_states(obs, grid)
+    states = grid_states(obs, grid, young)
     env = obs.env()
     cols: dict[str, np.ndarray] = {}
     m = market[valid]
-    for tranches, pnl in states:
-        duration = grid.time_in_trade if tranches else 0
+    for tranches, pnl, duration, is_young in states:
         st = state_features(tranches, pnl, duration, env)  # (3,)
         x = np.concatenate([m, np.broadcast_to(st, (len(m), N_STATE))], axis=1)
         probs = action_probs(policy, x) * state_mask(tranches, obs.tranches)
         action = np.full(n, float(Action.HOLD))
         action[valid] = probs.argmax(axis=1)
-        cols[grid_column(tranches, pnl)] = action
+        cols[grid_column(tranches, pnl, is_young)] = action
         if tranches == 0:
             p_inc = np.zeros(n)
             denom = probs.sum(axis=1)

@@ -23,7 +23,10 @@ equity return in units of the volatility a position accrues over its holding tim
 per-trade Sharpe-like ratio; trades shorter than the horizon are not scaled up)::
 
     r = z − ½ κ min(z, 0)²              downside-penalised return (a Sortino-like utility:
-                                         losses cost more than their size, wins are not taxed)
+                                         losses cost more than their size, wins are not taxed);
+                                         z is net of both real fees (freqtrade's profit ratio)
+        − c_churn / scale                 churn: short_hold_penalty × 2 fee × stake / equity ×
+                                         (1 − days held / min_hold), 0 after min_hold
         − λ_dd · drawdown_after²          squared drawdown of equity once the trade is booked
         − λ_v · Σ violations              share of a proposal the limits had to cut, cash shortfall,
                                          the drawdown halt
@@ -60,6 +63,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
 from learning import __version__
+from learning.agents.moe import MoEActorCriticPolicy
 from learning.agents.trade_space import (  # noqa: F401  (re-exported: the public API)
     _DEFAULT,
     _HI_T,
@@ -96,6 +100,7 @@ from learning.agents.trade_space import (  # noqa: F401  (re-exported: the publi
     _lerp,
     _value,
     build_state,
+    churn_cost,
     decode_action,
     encode_params,
     hold_candles,
@@ -118,6 +123,11 @@ class PPOConfig:
 
     net_arch: tuple[int, ...] = _f((64, 64), "Hidden layer widths of the policy and value nets.")
     activation: str = _f("tanh", "Hidden activation.", choices=("tanh", "relu"))
+    policy: str = _f("mlp", "Network: mlp (one policy and one value MLP) or moe (three experts, "
+                     "TREND / RANGE / PANIC, mixed by a gate fed the state's regime "
+                     "probabilities; learning.agents.moe).", choices=("mlp", "moe"))
+    gate_prior: float = _f(2.0, "moe: prior logit of each regime's expert (0: uniform gate at "
+                           "the start).", (0.0, 20.0))
     log_std_init: float = _f(-0.5, "Initial log std of the Gaussian policy (raw action units).",
                              (-5.0, 1.0))
     learning_rate: float = _f(3e-4, "Adam learning rate of offline PPO.", (1e-7, 1.0))
@@ -162,7 +172,7 @@ class PPOConfig:
             raise ConfigError(f"ppo.batch_size {self.batch_size} exceeds n_steps {self.n_steps}")
 
 
-_ARCH_FIELDS = ("net_arch", "activation")
+_ARCH_FIELDS = ("net_arch", "activation", "policy", "gate_prior")
 
 
 @contextlib.contextmanager
@@ -180,16 +190,25 @@ def make_policy(config: PPOConfig, seed: int | None = None) -> ActorCriticPolicy
     """A fresh actor-critic policy; initialisation seeded without touching torch's global RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed if seed is None else seed)
-        policy = ActorCriticPolicy(OBSERVATION_SPACE, ACTION_SPACE, lambda _: config.learning_rate,
-                                   **policy_kwargs(config))
+        policy = policy_class(config)(OBSERVATION_SPACE, ACTION_SPACE,
+                                      lambda _: config.learning_rate, **policy_kwargs(config))
     policy.set_training_mode(False)
     return policy
 
 
+def policy_class(config: PPOConfig) -> type[ActorCriticPolicy]:
+    """sb3's actor-critic, or the mixture of experts (:mod:`learning.agents.moe`)."""
+    return MoEActorCriticPolicy if config.policy == "moe" else ActorCriticPolicy
+
+
 def policy_kwargs(config: PPOConfig) -> dict[str, Any]:
     arch = [int(w) for w in config.net_arch]
-    return {"net_arch": {"pi": arch, "vf": list(arch)}, "log_std_init": config.log_std_init,
-            "activation_fn": nn.Tanh if config.activation == "tanh" else nn.ReLU}
+    out = {"net_arch": {"pi": arch, "vf": list(arch)}, "log_std_init": config.log_std_init,
+           "activation_fn": nn.Tanh if config.activation == "tanh" else nn.ReLU}
+    if config.policy == "moe":  # the gate reads the five regime probabilities of the state
+        out.update(gate_index=list(range(_REGIME_SLICE.start, _REGIME_SLICE.stop)),
+                   gate_prior=config.gate_prior)
+    return out
 
 
 # ---------------------------------------------------------------------------------- agent
@@ -311,15 +330,17 @@ class TradeParamAgent:
 
     # -- learning ----------------------------------------------------------------------------
     def reward_for(self, record: Decision | Mapping[str, Any], profit_ratio: float,
-                   stake_frac: float, drawdown_after: float, days_held: float = 0.0) -> float:
+                   stake_frac: float, drawdown_after: float, days_held: float = 0.0,
+                   fee: float = 0.001) -> float:
         """:func:`trade_reward` of a closed trade from its decision record, its profit ratio,
-        stake / equity at entry, the equity drawdown once it is booked and its duration."""
+        stake / equity at entry, the equity drawdown once it is booked, its duration and the
+        fee per side."""
         if isinstance(record, Decision):
             record = record.to_record() or {"size_frac": record.params.size_frac,
                                             "violations": dict(record.params.violations)}
         return trade_reward(profit_ratio, stake_frac, float(record.get("size_frac", 0.0)),
                             drawdown_after, record.get("violations") or {}, self.config.reward,
-                            days_held)
+                            days_held, fee)
 
     def record_outcome(self, record: Decision | Mapping[str, Any] | None,
                        reward: float) -> dict[str, float] | None:

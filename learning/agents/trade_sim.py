@@ -47,7 +47,6 @@ import numpy as np
 import pandas as pd
 import torch
 from stable_baselines3 import PPO
-from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from learning.agents.trade_agent import (
@@ -60,6 +59,7 @@ from learning.agents.trade_agent import (
     decode_action,
     learner_seed,
     performance_stats,
+    policy_class,
     policy_kwargs,
     reward_terms,
     torch_threads,
@@ -409,7 +409,7 @@ class TradeParamEnv(gym.Env):
         days = ((outcome.exit_index - t) * timeframe_to_minutes(m.timeframe) / 1440.0
                 if outcome is not None else 0.0)
         terms = reward_terms(ratio, stake / eq, size, dd_after, violations, self.reward_config,
-                             days)
+                             days, cfg.fee)
         if outcome is not None:
             pf.cash -= stake
             pf.positions.append(SimPosition(p, stake, outcome.entry_price, outcome.exit_index,
@@ -445,7 +445,8 @@ class TradeParamEnv(gym.Env):
 
 # ---------------------------------------------------------------------------------- training
 def train_offline(agent: TradeParamAgent, env: TradeParamEnv, total_timesteps: int | None = None,
-                  *, progress_bar: bool = False) -> dict[str, float]:
+                  *, progress_bar: bool = False,
+                  tensorboard: str | None = None) -> dict[str, float]:
     """Continue training ``agent``'s policy with sb3 PPO on ``env``; returns timing figures.
 
     sb3 runs the rollouts and clipped updates; the agent's weights are copied in before and out
@@ -459,17 +460,17 @@ def train_offline(agent: TradeParamAgent, env: TradeParamEnv, total_timesteps: i
     steps = total_timesteps or cfg.total_timesteps
     members = [env] + [env.clone() for _ in range(cfg.n_envs - 1)]
     envs = DummyVecEnv([lambda e=e: e for e in members])
-    model = PPO(ActorCriticPolicy, envs, learning_rate=cfg.learning_rate,
+    model = PPO(policy_class(cfg), envs, learning_rate=cfg.learning_rate,
                 n_steps=max(1, cfg.n_steps // cfg.n_envs),
                 batch_size=cfg.batch_size, n_epochs=cfg.n_epochs, gamma=cfg.gamma,
                 gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range, ent_coef=cfg.ent_coef,
                 vf_coef=cfg.vf_coef, max_grad_norm=cfg.max_grad_norm,
                 policy_kwargs=policy_kwargs(cfg), seed=cfg.seed + learner_seed(agent.profile.name),
-                device="cpu", verbose=0)
+                device="cpu", verbose=0, tensorboard_log=tensorboard)
     model.policy.load_state_dict(agent.policy.state_dict())
     t0 = time.perf_counter()
     with torch_threads(cfg.torch_threads):
-        model.learn(steps, progress_bar=progress_bar)
+        model.learn(steps, progress_bar=progress_bar, tb_log_name=agent.profile.name)
     seconds = time.perf_counter() - t0
     with torch.no_grad():
         agent.policy.load_state_dict(model.policy.state_dict())

@@ -10,17 +10,24 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
 from gymnasium import spaces
 
-from learning.brain.bandit import COMPONENTS, finite_number
+from learning.brain.bandit import finite_number
 from learning.brain.meta import LearnerProfile
 from learning.brain.regime import REGIMES
 from learning.core.config import _f
+from learning.core.durations import parse_duration
 from learning.core.errors import ConfigError
 from learning.data.candles import timeframe_to_minutes
+
+#: The component scores in the agents' state: the four the state was designed with (issue 4's
+#: 27-d state). The trend component (added later) is not in it: a new state field would need
+#: retrained agents and a new checkpoint schema.
+COMPONENTS: tuple[str, ...] = ("technical", "ai", "theme", "sentiment")
 
 logger = logging.getLogger(__name__)
 
@@ -333,13 +340,30 @@ class RewardConfig:
         1.0, "Holding time that the return scale refers to: a trade held d days is scaled by "
         "√(max(d, horizon)/horizon), like a Sharpe ratio (risk grows with √time); 0 turns "
         "the time scaling off.", (0.0, 365.0))
+    short_hold_penalty: float = _f(
+        1.0, "Churn: a trade closed within min_hold of its entry costs this many extra "
+        "round-trip fees (2 x fee) of its stake, in full at the entry and falling linearly to "
+        "0 at min_hold (its real fees are already in its profit ratio); 0 turns it off.",
+        (0.0, 1000.0))
+    min_hold: str = _f("4h", "Holding time after which a trade pays no churn penalty.",
+                       duration=True)
+
+
+def churn_cost(stake_frac: float, days_held: float, fee: float, config: RewardConfig) -> float:
+    """The churn penalty of one trade as a fraction of equity (>= 0): ``short_hold_penalty``
+    round-trip fees of the stake, times ``1 - held / min_hold`` (0 once held that long)."""
+    min_days = parse_duration(config.min_hold) / timedelta(days=1)
+    young = max(0.0, 1.0 - max(days_held, 0.0) / min_days)
+    return config.short_hold_penalty * 2.0 * fee * max(stake_frac, 0.0) * young
 
 
 def reward_terms(profit_ratio: float, stake_frac: float, size_frac: float,
                  drawdown_after: float, violations: Mapping[str, float] | None = None,
-                 config: RewardConfig | None = None, days_held: float = 0.0) -> dict[str, float]:
+                 config: RewardConfig | None = None, days_held: float = 0.0,
+                 fee: float = 0.001) -> dict[str, float]:
     """The reward's terms for one closed trade; ``stake_frac`` = stake / equity at entry,
-    ``days_held`` = entry to exit in days."""
+    ``days_held`` = entry to exit in days, ``fee`` per side (``profit_ratio`` is already net
+    of both fees; the fee here only sizes the churn penalty)."""
     cfg = config or RewardConfig()
     scale = cfg.return_scale
     if cfg.horizon_days > 0 and days_held > cfg.horizon_days:
@@ -347,6 +371,7 @@ def reward_terms(profit_ratio: float, stake_frac: float, size_frac: float,
     z = stake_frac * profit_ratio / scale
     conviction = max(size_frac - cfg.conviction_threshold, 0.0) / (1 - cfg.conviction_threshold)
     terms = {"return": z, "downside": -0.5 * cfg.downside_aversion * min(z, 0.0) ** 2,
+             "churn": -churn_cost(stake_frac, days_held, fee, cfg) / scale,
              "drawdown": -cfg.drawdown_penalty * max(drawdown_after, 0.0) ** 2,
              "violations": -cfg.violation_penalty * sum((violations or {}).values()),
              "conviction": cfg.conviction_bonus * conviction * float(profit_ratio > 0)}
@@ -357,10 +382,11 @@ def reward_terms(profit_ratio: float, stake_frac: float, size_frac: float,
 
 def trade_reward(profit_ratio: float, stake_frac: float, size_frac: float,
                  drawdown_after: float, violations: Mapping[str, float] | None = None,
-                 config: RewardConfig | None = None, days_held: float = 0.0) -> float:
+                 config: RewardConfig | None = None, days_held: float = 0.0,
+                 fee: float = 0.001) -> float:
     """The total of :func:`reward_terms`."""
     return reward_terms(profit_ratio, stake_frac, size_frac, drawdown_after, violations,
-                        config, days_held)["total"]
+                        config, days_held, fee)["total"]
 
 
 # ---------------------------------------------------------------------------------- config

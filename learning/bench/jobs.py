@@ -31,7 +31,7 @@ from learning.bench import metrics as M
 from learning.bench import runner as R
 from learning.bench.grid import Job, Period, Universe
 from learning.bench.report import clean
-from learning.bench.variants import AGENT_TRAIN_DAYS
+from learning.bench.variants import AGENT_TRAIN_DAYS, ALLOC_RETRAIN, ALLOC_STEPS, ALLOC_TRAIN
 from learning.core.errors import LearningError
 
 RESULT = "result.json"
@@ -41,18 +41,71 @@ RESULT_SCHEMA = 1
 
 @dataclass(frozen=True)
 class AgentsTask:
-    """Train the Tier 3 agents for one (universe, period)."""
+    """Train the Tier 3 agents for one (universe, period) and agent settings (the network kind
+    and the churn penalty of ``advanced_learning.sizing``: variants that differ there need
+    their own agents)."""
 
     universe: Universe
     period: Period
+    policy: str = "mlp"
+    short_hold_penalty: float = 1.0
+    kind: str = "agents"  # or "allocator": the walk-forward allocators of the period
+    training: tuple[tuple[str, Any], ...] = ()  # allocator training settings (NetConfig)
+
+    @property
+    def settings(self) -> str:
+        """'' for the default settings (the folder names of earlier benches), else a tag."""
+        if self.kind == "allocator":
+            extra = "".join(f"-{k}{v}" for k, v in self.training)
+            return f".allocator-{self.policy}{extra}"
+        if (self.policy, self.short_hold_penalty) == ("mlp", 1.0):
+            return ""
+        return f".{self.policy}-shp{self.short_hold_penalty:g}"
 
     @property
     def id(self) -> str:
-        return f"agents.{self.period.name}.{self.universe.name}"
+        return f"agents.{self.period.name}.{self.universe.name}{self.settings}"
 
 
 def agents_dir(out: Path, task: AgentsTask) -> Path:
-    return out / "agents" / f"{task.period.name}.{task.universe.name}"
+    return out / "agents" / f"{task.period.name}.{task.universe.name}{task.settings}"
+
+
+def run_allocator(task: AgentsTask, spec: R.BenchSpec) -> dict[str, Any]:
+    """Train the period's allocators walk-forward (each window on the ALLOC_TRAIN before it,
+    a new one every ALLOC_RETRAIN); writes ``done.json`` like :func:`run_agents`."""
+    from learning.agents.alloc_train import train_allocator
+    from learning.core.ftconfig import load_ft_config, store_for
+    from learning.strategy.config import load_learning_config
+
+    folder = agents_dir(spec.out, task)
+    done = folder / "done.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    _check_data(spec)
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    user = folder / "user_data"
+    user.mkdir()
+    overlay = folder / "overlay.json"
+    write_json_atomic(overlay, {"user_data_dir": str(user), "timeframe": spec.timeframe,
+                                "exchange": {"pair_whitelist": list(task.universe.pairs)},
+                                "advanced_learning": {"allocator": {"network": task.policy}}})
+    ft = load_ft_config([*map(str, spec.configs), str(overlay)])
+    cfg = load_learning_config(ft)
+    with open(folder / "train.log", "w") as log, contextlib.redirect_stdout(log):
+        paths = train_allocator(ft, cfg, store_for(ft, "backtest", cfg), spec.datadir,
+                                task.period.timerange, ALLOC_TRAIN, ALLOC_RETRAIN,
+                                512 if spec.quick else ALLOC_STEPS, task.policy,
+                                regimes=not spec.quick, seed=0, training=dict(task.training))
+    result = {"status": "ok" if paths else "failed",
+              "agents": str(user / "learning" / "default" / "backtest") if paths else None,
+              "note": f"{len(paths)} allocator(s) trained walk-forward ({task.policy}; "
+                      f"{ALLOC_TRAIN} before each {ALLOC_RETRAIN} window, {ALLOC_STEPS} PPO "
+                      "steps each)" if paths else "no allocator trained (too little history)"}
+    write_json_atomic(done, result)
+    return result
 
 
 def job_dir(out: Path, job: Job) -> Path:
@@ -126,7 +179,10 @@ def run_agents(task: AgentsTask, spec: R.BenchSpec) -> dict[str, Any]:
     user.mkdir()
     overlay = folder / "overlay.json"
     write_json_atomic(overlay, {"user_data_dir": str(user), "timeframe": spec.timeframe,
-                                "exchange": {"pair_whitelist": list(task.universe.pairs)}})
+                                "exchange": {"pair_whitelist": list(task.universe.pairs)},
+                                "advanced_learning": {"sizing": {
+                                    "ppo_policy": task.policy,
+                                    "ppo_short_hold_penalty": task.short_hold_penalty}}})
     ft = load_ft_config([*map(str, spec.configs), str(overlay)])
     cfg = load_learning_config(ft)
     with open(folder / "train.log", "w") as log, contextlib.redirect_stdout(log):
@@ -150,6 +206,7 @@ def _result_json(job: Job, res: R.VariantResult, elapsed: float) -> dict[str, An
             "command": res.command, "log": res.log, "metrics": res.metrics, "cost": res.cost,
             "freqtrade": res.freqtrade, "by_regime": res.by_regime, "exits": res.exits,
             "duplicate_of": res.duplicate_of, "elapsed_s": round(elapsed, 1),
+            "diagnostics": res.diagnostics,
             "host": socket.gethostname()}
 
 
@@ -241,7 +298,7 @@ def load_variant_result(folder: Path, job: Job, data: Mapping[str, Any]) -> R.Va
         cost={k: num(v) for k, v in (data.get("cost") or {}).items()},
         freqtrade=dict(data.get("freqtrade") or {}), by_regime=dict(data.get("by_regime") or {}),
         exits=dict(data.get("exits") or {}), duplicate_of=data.get("duplicate_of"),
-        cell=job.cell, job_id=job.id)
+        cell=job.cell, job_id=job.id, diagnostics=dict(data.get("diagnostics") or {}))
     if res.exits.get("median_hold_minutes") is None and res.exits:
         res.exits["median_hold_minutes"] = float("nan")
     eq = folder / EQUITY
@@ -257,6 +314,13 @@ def load_variant_result(folder: Path, job: Job, data: Mapping[str, Any]) -> R.Va
 def execute(task: Job | AgentsTask, spec: R.BenchSpec, inputs: R.JobInputs | None = None,
             duplicate_of: str | None = None) -> dict[str, Any]:
     """The worker entry point (pickled to pool processes and Ray workers)."""
+    if isinstance(task, AgentsTask) and task.kind == "allocator":
+        try:
+            return run_allocator(task, spec)
+        except Exception as err:  # noqa: BLE001 - reported; the jobs then hold cash
+            return {"status": "failed", "agents": None,
+                    "note": f"allocators could not be trained ({type(err).__name__}: {err}); "
+                            "those variants hold cash"}
     if isinstance(task, AgentsTask):
         try:
             return run_agents(task, spec)

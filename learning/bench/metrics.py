@@ -82,29 +82,49 @@ def book_from_wallet(wallet: pd.DataFrame, stake_currency: str, start: pd.Timest
     return Book(equity.astype("float64"), flags, float(fees))
 
 
-def fees_paid(trades: pd.DataFrame, default_fee: float = 0.0) -> float:
-    """Fees on every filled order of freqtrade's exported trades (entries at the trade's
-    ``fee_open``, exits at ``fee_close``), in the stake currency."""
-    total = 0.0
-    for _, row in trades.iterrows():
+def trade_fees(trades: pd.DataFrame, default_fee: float = 0.0) -> np.ndarray:
+    """Fees of each of freqtrade's exported trades, on every filled order (entries at the
+    trade's ``fee_open``, exits at ``fee_close``), in the stake currency."""
+    out = np.zeros(len(trades))
+    for i, (_, row) in enumerate(trades.iterrows()):
         fee_open = float(row.get("fee_open", default_fee) or 0.0)
         fee_close = float(row.get("fee_close", default_fee) or 0.0)
         for order in row["orders"]:
             if order.get("amount"):
                 rate = fee_open if order["ft_is_entry"] else fee_close
-                total += float(order["amount"]) * float(order["safe_price"]) * rate
-    return total
+                out[i] += float(order["amount"]) * float(order["safe_price"]) * rate
+    return out
+
+
+def fees_paid(trades: pd.DataFrame, default_fee: float = 0.0) -> float:
+    """Fees on every filled order of freqtrade's exported trades, in the stake currency."""
+    return float(trade_fees(trades, default_fee).sum())
+
+
+def fee_share_of_gross(profit_abs: Sequence[float] | np.ndarray,
+                       fees: Sequence[float] | np.ndarray) -> float:
+    """Fees / gross profit: the trades' fees over what the trades that gained before fees
+    gained (``profit_abs + fees`` per trade, net profit plus its fees). 0.5: fees took half of
+    the gross gains; above 1: more than all of them. NaN when no trade gained before fees."""
+    net = np.asarray(profit_abs, dtype="float64")
+    paid = np.asarray(fees, dtype="float64")
+    gross = net + paid
+    gains = gross[gross > 0].sum()
+    return float(paid.sum() / gains) if gains > 0 else float("nan")
 
 
 def buy_and_hold(opens: Mapping[str, float], closes: pd.DataFrame, start_equity: float,
                  fee: float, start: pd.Timestamp) -> tuple[Book, dict[str, float]]:
     """Equal-weight buy-and-hold: the wallet split equally across pairs, bought at each pair's
     first open (``opens``) paying ``fee``, marked at every close, sold at the last close paying
-    ``fee`` (the last mark is after that exit fee). Returns the book and each pair's net PnL."""
+    ``fee`` (the last mark is after that exit fee). A pair with no close yet (NaN: its market
+    opened later) counts its share as cash. Returns the book and each pair's net PnL."""
     closes = closes.sort_index().ffill()
     share = start_equity / len(opens)
     amounts = {p: share / (1 + fee) / price for p, price in opens.items()}
-    value = sum(amounts[p] * closes[p].to_numpy(dtype="float64") for p in opens)
+    # A pair whose candles begin after the start holds its share in cash until its first close.
+    value = sum(np.where(np.isnan(c := closes[p].to_numpy(dtype="float64")), share,
+                         amounts[p] * c) for p in opens)
     value = np.asarray(value, dtype="float64")
     final = {p: amounts[p] * float(closes[p].iloc[-1]) for p in opens}
     exit_fees = sum(v * fee for v in final.values())
@@ -196,17 +216,24 @@ def win_rate(pnl: Sequence[float] | np.ndarray) -> float:
     return float((p > 0).mean()) if len(p) else float("nan")
 
 
-def exit_breakdown(trades: pd.DataFrame) -> dict[str, Any]:
-    """Median hold and, per exit reason, the trade count and mean profit ratio.
+def exit_breakdown(trades: pd.DataFrame, fees: Sequence[float] | None = None
+                   ) -> dict[str, Any]:
+    """Median hold, the fee share of gross profit (:func:`fee_share_of_gross`, with ``fees``
+    per trade) and, per exit reason, the trade count and mean profit ratio.
 
     ``trades`` is freqtrade's backtest trade table (``exit_reason``, ``profit_ratio``,
-    ``trade_duration`` in minutes). Reasons are ordered by count, most frequent first.
+    ``profit_abs``, ``trade_duration`` in minutes). Reasons are ordered by count, most frequent
+    first.
     """
     if trades is None or len(trades) == 0:
-        return {"median_hold_minutes": float("nan"), "by_exit_reason": {}}
+        return {"median_hold_minutes": float("nan"), "fee_share_of_gross": float("nan"),
+                "by_exit_reason": {}}
     groups = trades.groupby("exit_reason", sort=False)["profit_ratio"].agg(["count", "mean"])
     groups = groups.sort_values("count", ascending=False, kind="stable")
+    share = (fee_share_of_gross(trades["profit_abs"].to_numpy(dtype="float64"), fees)
+             if fees is not None and "profit_abs" in trades else float("nan"))
     return {"median_hold_minutes": float(np.median(trades["trade_duration"].astype("float64"))),
+            "fee_share_of_gross": share,
             "by_exit_reason": {str(k): {"trades": int(row["count"]),
                                         "mean_profit_ratio": float(row["mean"])}
                                for k, row in groups.iterrows()}}

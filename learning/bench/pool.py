@@ -191,7 +191,15 @@ def plan_jobs(spec: R.BenchSpec, jobs: Sequence[Job], scratch: Path) -> list[Pla
             elif sig == full_sig.get(job.cell):
                 p.duplicate_of = "full"
             if plan.learning.sizing.agent == "ppo":
-                p.agents = J.AgentsTask(job.universe, job.period)
+                sizing = plan.learning.sizing
+                p.agents = J.AgentsTask(job.universe, job.period, sizing.ppo_policy,
+                                        sizing.ppo_short_hold_penalty)
+            elif plan.learning.sizing.agent == "allocator" and \
+                    plan.learning.allocator.policy == "ppo":
+                p.agents = J.AgentsTask(
+                    job.universe, job.period, plan.learning.allocator.network,
+                    kind="allocator",
+                    training=tuple(sorted(job.variant.allocator_training.items())))
         if freqai and spec.share_predictions:
             sources = [*code, *(R._strategy_source(f) for f in job.variant.strategy_files)]
             p.freqai_key = freqai_key(

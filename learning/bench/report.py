@@ -6,6 +6,7 @@ the bench runs headless and never disturbs a caller's backend.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -38,6 +39,9 @@ METRIC_DEFINITIONS: dict[str, str] = {
     "trades": "closed trades (buy-and-hold: one per pair)",
     "exposure": "share of candles during which any position was held",
     "fees": "fees paid on all fills, in the stake currency",
+    "fee_share_of_gross": "fees of all trades / the sum of (net profit + fees) over the trades "
+                          "whose profit before fees was positive; above 1: fees took more than "
+                          "all the gross gains",
     "dsr": "deflated Sharpe ratio (Bailey & Lopez de Prado 2014): P(true Sharpe > SR0) with "
            "SR0 = sqrt(V) ((1-g) invPhi(1-1/N) + g invPhi(1-1/(N e))), N = variants "
            "compared (successful, with a defined Sharpe; a variant identical to another "
@@ -91,7 +95,7 @@ def to_json(bench: BenchResult) -> dict[str, Any]:
                  "strategy": v.strategy,
                  "description": v.description, "freqaimodel": v.freqaimodel,
                  "config_overlay": v.config_overlay, "status": r.status, "reason": r.reason,
-                 "notes": r.notes, "command": r.command,
+                 "notes": r.notes, "command": r.command, "diagnostics": r.diagnostics,
                  "command_line": shlex.join(r.command) if r.command else None, "log": r.log,
                  "metrics": r.metrics, "cost": r.cost, "freqtrade": r.freqtrade,
                  "returns_by_regime": r.by_regime, "exits": r.exits}
@@ -105,6 +109,7 @@ def to_json(bench: BenchResult) -> dict[str, Any]:
         "data": {"datadir": str(s.datadir), "synthetic": bench.info.synthetic,
                  "pairs": list(s.pairs), "timeframe": s.timeframe, "timerange": s.timerange,
                  "data_first_candle": bench.info.first.isoformat(),
+                 "pair_first_candle": {p: t.isoformat() for p, t in bench.info.starts.items()},
                  "data_last_close": bench.info.last_close.isoformat()},
         "fee_per_side": s.fee, "wallet": s.wallet, "configs": [str(c) for c in s.configs],
         "quick": s.quick, "seed": s.seed, "regime_source": bench.regime_source,
@@ -172,23 +177,54 @@ def regime_table(bench: BenchResult) -> str:
 
 
 def exits_table(bench: BenchResult, top: int = 4) -> str:
-    """Median hold and the most frequent exit reasons (count, mean profit) per variant."""
-    rows = ["| variant | median hold | exits by reason: trades (mean profit) |", "|---|---|---|"]
+    """Median hold, the fee share of gross profit and the most frequent exit reasons (count,
+    mean profit) per variant."""
+    rows = ["| variant | median hold | fees / gross profit | exits by reason: trades (mean "
+            "profit) |", "|---|---|---|---|"]
     for r in bench.results:
         if not r.exits or not r.exits.get("by_exit_reason"):
             continue
         hold = r.exits["median_hold_minutes"]
+        share = r.exits.get("fee_share_of_gross")
         reasons = list(r.exits["by_exit_reason"].items())
         cells = [f"{k}: {v['trades']} ({_pct(v['mean_profit_ratio'], 2)})"
                  for k, v in reasons[:top]]
         if len(reasons) > top:
             cells.append(f"{len(reasons) - top} more")
-        rows.append(f"| {_label(bench, r)} | {hold / 60:.1f} h | {'; '.join(cells)} |")
+        rows.append(f"| {_label(bench, r)} | {hold / 60:.1f} h | "
+                    f"{_pct(share).lstrip('+')} | {'; '.join(cells)} |")
     return "\n".join(rows) if len(rows) > 2 else "(no trades)"
 
 
 def _multi(bench: BenchResult) -> bool:
     return len(bench.cells) > 1
+
+
+def cell_period(cell: str) -> str:
+    """The period name of a grid cell (``period.universe.seed``); "" for a one-run bench."""
+    return cell.split(".", 1)[0] if "." in cell else ""
+
+
+def by_period(bench: BenchResult) -> dict[str, BenchResult]:
+    """The bench split by period, in grid order: validation and test figures are never
+    averaged together (a tuning decision reads the first, the report states the second)."""
+    names = list(dict.fromkeys(cell_period(c) for c in bench.cells))
+    return {name: dataclasses.replace(
+        bench, results=[r for r in bench.results if cell_period(r.cell) == name],
+        cells=[c for c in bench.cells if cell_period(c) == name]) for name in names}
+
+
+def period_tables(bench: BenchResult, level: str = "###") -> list[str]:
+    """Across-cell and variant-minus-full tables, one pair per period when there are several."""
+    parts = by_period(bench)
+    if len(parts) <= 1:
+        return [grid_table(bench), "", pairwise_table(bench)]
+    out: list[str] = []
+    for name, part in parts.items():
+        out += [f"{level} Period `{name}` ({len(part.cells)} cells: "
+                f"{', '.join(f'`{c}`' for c in part.cells)})", "", grid_table(part), "",
+                pairwise_table(part), ""]
+    return out[:-1]
 
 
 def _label(bench: BenchResult, r: Any) -> str:
@@ -277,9 +313,49 @@ def _data_line(bench: BenchResult) -> str:
     s = bench.spec
     kind = ("a SYNTHETIC market (prices are not real)" if bench.info.synthetic
             else "candles with no synthetic marker (real exchange data)")
+    start = pd.Timestamp(s.timerange[:8], tz="UTC") if s.timerange else None
+    late = bench.info.late_pairs(start) if start is not None else {}
+    joins = ("; " + ", ".join(f"{p} from {t:%Y-%m-%d}" for p, t in late.items())
+             + " (their candles begin later: traded, and bought by buy-and-hold, from then)"
+             if late else "")
+    argv = list(bench.argv)
+    periods = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--period"]
+    ranges = (f"periods {', '.join(periods)}" if len(periods) > 1 else f"range {s.timerange}")
     return (f"{kind} from `{s.datadir}`; pairs {', '.join(s.pairs)}; timeframe {s.timeframe}; "
-            f"range {s.timerange} (candles opening in [start, end), UTC); fee {s.fee:.2%} per "
-            f"side on entry and exit; starting wallet {s.wallet:g}")
+            f"{ranges} (candles opening in [start, end), UTC){joins}; fee "
+            f"{s.fee:.2%} per side on entry and exit; starting wallet {s.wallet:g}")
+
+
+def learning_table(bench: BenchResult) -> str:
+    """One row per AdvancedLearning job that kept learning state (see bench.diagnostics)."""
+    rows = []
+    for r in bench.results:
+        d = r.diagnostics
+        if not d:
+            continue
+        ev = d.get("learning_events", {})
+
+        def pair(tier: str, ev: dict = ev) -> str:
+            n = ev.get(tier) or {}
+            return f"{n.get('real', 0)} / {n.get('shadow', 0)}"
+
+        halts = d.get("halts", [])
+        vol = d.get("volatility") or {}
+        vol_text = (f"{100 * vol['position_realised_median']:.1f}% / "
+                    f"{100 * vol['position_targeted_median']:.1f}% "
+                    f"(pair {vol['realised_over_forecast_median']:.2f}x)" if vol else "-")
+        rows.append(f"| `{_label(bench, r)}` | {pair('bandit')} | {pair('meta')} | "
+                    f"{pair('profiles')} | {pair('router')} | {d.get('shadow_unresolved', 0)} | "
+                    f"{100 * d.get('fallback_share', 0):.1f}% | "
+                    f"{100 * d.get('abstained_share', 0):.1f}% | {len(halts)}, "
+                    f"{sum(h['days'] for h in halts):.1f} d | {vol_text} | "
+                    f"{'; '.join(d.get('errors', [])) or '-'} |")
+    if not rows:
+        return ""
+    head = ("| variant | bandit | meta | profiles | router | unresolved | fallback | abstained "
+            "| halts | position vol realised / targeted | errors |\n"
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    return head + "\n" + "\n".join(rows)
 
 
 def summary_text(bench: BenchResult) -> str:
@@ -294,8 +370,7 @@ def summary_text(bench: BenchResult) -> str:
              "|---|---|---|---|---|---|"]
     if _multi(bench):
         return "\n".join(lines[:2] + [f"{len(bench.cells)} cells (seed x universe x period): "
-                                      f"{', '.join(bench.cells)}.", "", grid_table(bench), "",
-                                      pairwise_table(bench)])
+                                      f"{', '.join(bench.cells)}.", ""] + period_tables(bench))
     for r in bench.results:
         if r.status == "ok":
             m = r.metrics
@@ -324,12 +399,21 @@ def report_markdown(bench: BenchResult, images: list[str]) -> str:
            "on the evaluated range.", "",
            "## Across cells", "", f"Cells (seed x pair universe x period): "
            f"{', '.join(f'`{c}`' for c in bench.cells)}. Per variant, each figure's mean "
-           "over the cells it finished in, a 95 % t-interval of that mean and the range.", "",
-           grid_table(bench), "",
-           "## Variant minus full", "", "Paired on the same cells and days; intervals from a "
-           "stratified circular block bootstrap of daily returns (arch.bootstrap).", "",
-           pairwise_table(bench), "",
+           "over the cells it finished in, a 95 % t-interval of that mean and the range; "
+           "then every variant minus full, paired on the same cells and days, intervals from "
+           "a stratified circular block bootstrap of daily returns (arch.bootstrap). With "
+           "several periods, one pair of tables per period (periods are never averaged "
+           "together).", "", *period_tables(bench), "",
            "## Results", "", results_table(bench), ""]
+    learning = learning_table(bench)
+    if learning:
+        out += ["## Learning and risk inside the runs", "", "Learning events per tier from "
+                "real trades / shadow outcomes (`ftlearn stats`), shadow outcomes dropped "
+                "unresolved at the end of the range, share of decisions that fell back to the "
+                "rules or abstained, drawdown halts (count, days halted), and the median "
+                "position volatility realised against the one targeted at entry (stake share of "
+                "equity × the pair's realised / forecast annualised volatility; in brackets the "
+                "median realised / forecast ratio of the pairs).", "", learning, ""]
     problems = [r for r in bench.results if r.status != "ok" or r.notes]
     if problems:
         out += ["## Status and notes", ""]
@@ -341,8 +425,10 @@ def report_markdown(bench: BenchResult, images: list[str]) -> str:
     out += ["## Returns by regime", "", f"Regimes: {bench.regime_source}. Cells: compounded "
             "return over the candles of that regime (header: share of candles).", "",
             regime_table(bench), "",
-            "## Trades by exit reason", "", "Median time in trade, and per exit reason the "
-            "number of trades and their mean profit ratio (after fees).", "",
+            "## Trades by exit reason", "", "Median time in trade, the fee share of gross "
+            "profit (fees over the pre-fee gains of the trades that gained before fees), and "
+            "per exit reason the number of trades and their mean profit ratio (after fees).",
+            "",
             exits_table(bench), ""]
     if images:
         out += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in images] + [""]

@@ -89,9 +89,15 @@ def parse_timerange(timerange: str) -> tuple[pd.Timestamp, pd.Timestamp]:
 
 @dataclass(frozen=True)
 class DataInfo:
-    first: pd.Timestamp  # first candle open common to all pairs
+    first: pd.Timestamp  # the earliest first candle open (a range needs one pair with data)
     last_close: pd.Timestamp  # last candle close common to all pairs
     synthetic: bool
+    starts: dict[str, pd.Timestamp] = field(default_factory=dict)  # first open per pair
+
+    def late_pairs(self, start: pd.Timestamp) -> dict[str, pd.Timestamp]:
+        """Pairs whose candles begin after ``start``: they trade (and buy-and-hold buys them)
+        only from their first candle; until then their share is cash."""
+        return {p: t for p, t in self.starts.items() if t > start}
 
 
 def data_info(datadir: Path, pairs: Sequence[str], timeframe: str) -> DataInfo:
@@ -104,10 +110,13 @@ def data_info(datadir: Path, pairs: Sequence[str], timeframe: str) -> DataInfo:
         raise DataError(f"{datadir} has no {timeframe} candles for {', '.join(missing)}; "
                         f"there: {there}")
     step = pd.Timedelta(minutes=timeframe_to_minutes(timeframe))
-    frames = [load_candles(datadir, p, timeframe) for p in pairs]
-    return DataInfo(max(f["date"].iloc[0] for f in frames),
-                    min(f["date"].iloc[-1] for f in frames) + step,
-                    read_marker(datadir) is not None)
+    frames = {p: load_candles(datadir, p, timeframe) for p in pairs}
+    # Years of history exist for some pairs only (BTC from 2021, SOL from 2024): a range may
+    # start before a pair's first candle, which then joins when its market opens.
+    return DataInfo(min(f["date"].iloc[0] for f in frames.values()),
+                    min(f["date"].iloc[-1] for f in frames.values()) + step,
+                    read_marker(datadir) is not None,
+                    {p: f["date"].iloc[0] for p, f in frames.items()})
 
 
 def startup_days(timeframe: str) -> int:
@@ -161,8 +170,8 @@ def train_days_needed(variants: Iterable[Variant], quick: bool) -> int:
 
 def closes_frame(datadir: Path, pairs: Sequence[str], timeframe: str, start: pd.Timestamp,
                  end: pd.Timestamp) -> tuple[pd.DataFrame, dict[str, float]]:
-    """Closes indexed by candle close time for candles opening in [start, end), and each
-    pair's first open (the buy-and-hold entry)."""
+    """Closes indexed by candle close time for candles opening in [start, end) (NaN before a
+    pair's first candle), and each pair's first open (the buy-and-hold entry)."""
     step = pd.Timedelta(minutes=timeframe_to_minutes(timeframe))
     cols, opens = {}, {}
     for pair in pairs:
@@ -173,7 +182,7 @@ def closes_frame(datadir: Path, pairs: Sequence[str], timeframe: str, start: pd.
         cols[pair] = pd.Series(df["close"].to_numpy(), index=df["date"] + step)
         opens[pair] = float(df["open"].iloc[0])
     grid = pd.date_range(start + step, end, freq=step)
-    return pd.DataFrame(cols).reindex(grid).ffill().bfill(), opens
+    return pd.DataFrame(cols).reindex(grid).ffill(), opens
 
 
 # ----------------------------------------------------------------------------------------------
@@ -245,6 +254,7 @@ class VariantResult:
     cell: str = ""  # the grid cell (period.universe.seed) it belongs to
     job_id: str = ""
     models_dir: Path | None = None  # its FreqAI models folder (shared with later variants)
+    diagnostics: dict[str, Any] = field(default_factory=dict)  # halts, fallbacks, learning
 
 
 def asset_path(name: str) -> Path:
@@ -278,6 +288,16 @@ def _data_adapted(section: dict[str, Any], datadir: Path, pairs: Sequence[str],
     fp = {**section.get("feature_parameters", {}), "include_timeframes": tfs,
           "include_corr_pairlist": corr}
     return {**section, "feature_parameters": fp}
+
+
+def _no_faster_timeframes(section: dict[str, Any], timeframe: str) -> dict[str, Any]:
+    """FreqAI refuses ``include_timeframes`` faster than the main timeframe (the shipped TSA-MAE
+    config names 5m): run such a config at another timeframe with the main one instead."""
+    fp = section.get("feature_parameters", {})
+    tfs = fp.get("include_timeframes") or [timeframe]
+    keep = [t for t in tfs if timeframe_to_minutes(t) >= timeframe_to_minutes(timeframe)]
+    keep = list(dict.fromkeys([timeframe, *keep])) if len(keep) < len(tfs) else tfs
+    return {**section, "feature_parameters": {**fp, "include_timeframes": keep}}
 
 
 @dataclass(frozen=True)
@@ -321,9 +341,12 @@ def prepare(v: Variant, spec: BenchSpec, user_data: Path, strategy_dir: Path,
                 loaded = load_ft_config([str(path)])
             except ConfigError as err:
                 return Plan("failed", f"FreqAI config {path}: {err}")
-            section = {**loaded.get("freqai", {}), **v.freqai_replace}
+            section = deep_merge({**loaded.get("freqai", {}), **v.freqai_replace},
+                                 v.freqai_merge)
             if v.freqai_config.startswith("asset:"):
                 section = _data_adapted(section, spec.datadir, spec.pairs, spec.timeframe)
+            else:
+                section = _no_faster_timeframes(section, spec.timeframe)
             if spec.quick:
                 section = deep_merge(section, v.quick_freqai)
             section = seeded_freqai(section, seed)
@@ -506,13 +529,16 @@ def run_variant(v: Variant, spec: BenchSpec, exchange_overlay: Path, strategy_di
         shutil.copytree(inputs.models, res.models_dir)
         res.notes.append(inputs.models_note or "FreqAI predictions reused: cost figures "
                          "exclude training")
-    if plan.learning is not None and plan.learning.sizing.agent == "ppo":
+    if plan.learning is not None and (plan.learning.sizing.agent == "ppo" or (
+            plan.learning.sizing.agent == "allocator"
+            and plan.learning.allocator.policy == "ppo")):
         res.notes.append(inputs.agents_note)
         if inputs.agents is not None:
             target = user_data / "learning" / plan.learning.identifier / "backtest"
             target.mkdir(parents=True, exist_ok=True)
-            for f in inputs.agents.glob("agent_*_offline.pt"):
-                shutil.copy2(f, target / f.name)
+            for pattern in ("agent_*_offline.pt", "allocator_*.pt"):
+                for f in inputs.agents.glob(pattern):
+                    shutil.copy2(f, target / f.name)
     configs = [*spec.configs, run_dir / "overlay.json", exchange_overlay]
     # Our baselines load from the run's strategy folder; AdvancedLearning from config.json's.
     res.command = backtest_command(configs, v.strategy, spec, run_dir / "results",
@@ -557,12 +583,25 @@ def _collect(res: VariantResult, result_dir: Path, v: Variant, spec: BenchSpec,
                                         v.strategy)
     if wallet is None or wallet.empty:
         raise LearningError("freqtrade's result zip holds no wallet export (*_wallet.feather)")
-    fees = M.fees_paid(trades, spec.fee) if len(trades) else 0.0
+    per_trade_fees = M.trade_fees(trades, spec.fee) if len(trades) else np.zeros(0)
+    fees = float(per_trade_fees.sum())
     book = M.book_from_wallet(wallet, str(stats.get("stake_currency", "USDT")), start, end,
                               spec.wallet, float(stats["final_balance"]), fees)
     pnl = trades["profit_abs"].to_numpy(dtype="float64") if len(trades) else np.array([])
     res.book, res.metrics = book, M.summarize(book, pnl, spec.seed)
-    res.exits = M.exit_breakdown(trades)
+    res.exits = M.exit_breakdown(trades, per_trade_fees)
+    if v.learning_section:
+        from learning.bench.diagnostics import diagnostics, notes
+
+        res.diagnostics = diagnostics(result_dir.parent / "user_data", end)
+        res.notes += notes(res.diagnostics)
+        try:
+            from learning.bench.diagnostics import volatility
+
+            res.diagnostics["volatility"] = volatility(trades, spec.datadir, spec.timeframe,
+                                                       book.equity)
+        except Exception as err:  # a report figure, never a failed variant
+            res.notes.append(f"realised volatility not computed: {err}")
     res.freqtrade = {k: stats.get(k) for k in (
         "total_trades", "profit_total", "final_balance", "max_drawdown_account", "sharpe",
         "sortino", "calmar", "cagr", "winrate", "profit_factor", "backtest_start",

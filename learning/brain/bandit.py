@@ -52,7 +52,7 @@ from scipy.stats import beta as beta_dist
 from learning.core.config import _f
 from learning.core.errors import ConfigError, StateError
 
-COMPONENTS: tuple[str, ...] = ("technical", "ai", "theme", "sentiment")
+COMPONENTS: tuple[str, ...] = ("technical", "ai", "theme", "sentiment", "trend")
 SCHEMA = 1
 
 
@@ -87,7 +87,8 @@ class BanditConfig:
     """Tier 1: the component-weight bandit."""
 
     components: tuple[str, ...] = _f(
-        COMPONENTS, "Names of the entry score's components that get a learned weight.")
+        COMPONENTS, "Names of the entry score's components: they get a learned weight (equal "
+        "weights with the bandit off); a component left out does not count.")
     prior_alpha: float = _f(
         2.0, "α₀ of the Beta prior on a component's sign-agreement rate (pseudo-successes).",
         (0.01, 1000.0))
@@ -278,21 +279,23 @@ class ComponentBandit:
 
     # -- learning ----------------------------------------------------------------------------
     def update(self, regime: Any, scores: Mapping[str, float | None],
-               outcome: float) -> dict[str, bool]:
+               outcome: float, weight: float = 1.0) -> dict[str, bool]:
         """Learn from one closed trade; returns ``{component: credited}`` for the arms updated.
 
         ``outcome`` must be signed like the scores: > 0 when the price moved the way a positive
         score predicts (a long trade's profit ratio; the negated profit of a short). A zero or
         non-finite outcome, scores that are missing, NaN or inside the deadband, unknown
         component names and a paused config (``learn = False``) teach nothing. Never raises on
-        bad inputs: this runs on the trading path.
+        bad inputs: this runs on the trading path. ``weight``: what the outcome counts as, in
+        trades (a shadow outcome a fraction: the update adds η·weight and ages by γ^weight).
         """
         cfg = self.config
-        if not cfg.learn or not finite_number(outcome) or outcome == 0:
+        if not cfg.learn or not finite_number(outcome) or outcome == 0 or not weight > 0:
             return {}
         key = regime_key(regime)
         arms = self.state.arms.setdefault(key, {})
-        a0, b0, gamma, eta = cfg.prior_alpha, cfg.prior_beta, cfg.discount, cfg.learning_rate
+        a0, b0 = cfg.prior_alpha, cfg.prior_beta
+        gamma, eta = cfg.discount ** weight, cfg.learning_rate * weight
         # Every arm of the regime ages by one trade, called or not: evidence fades per trade.
         for c in cfg.components:
             arm = arms.setdefault(c, self._prior())

@@ -18,10 +18,11 @@ series are aligned with a backward as-of join, so the value at t reads candles <
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.signal import lfilter
 
 _EPS = 1e-12
 
@@ -85,6 +86,93 @@ def sentiment_score(btc: pd.DataFrame, funding: pd.DataFrame | None = None, *,
         # 0.01% per 8h is the neutral level on most venues; 0.05% is crowded.
         score = 0.85 * score + 0.15 * np.tanh((rate - 1e-4) / 4e-4).fillna(0.0)
     return score.clip(-1, 1)
+
+
+def asof_merge(dates: pd.Series, timeframe: str, info: pd.DataFrame, info_timeframe: str,
+               columns: Sequence[str]) -> pd.DataFrame:
+    """``columns`` of ``info`` (candles of ``info_timeframe``) as known at the close of each
+    candle of ``dates`` (``timeframe``): the newest informative candle that had closed by then.
+
+    freqtrade's ``merge_informative_pair`` does the same but refuses an informative timeframe
+    shorter than the strategy's (1h regimes on a 4h strategy); matching close times works for
+    both directions and never uses a candle before it closed.
+    """
+    step = pd.Timedelta(minutes=_tf_minutes(timeframe))
+    info_step = pd.Timedelta(minutes=_tf_minutes(info_timeframe))
+    left = pd.DataFrame({"_close": (pd.to_datetime(dates, utc=True) + step).dt.as_unit("ns")})
+    right = info[list(columns)].copy()
+    right["_close"] = (pd.to_datetime(info["date"], utc=True) + info_step).dt.as_unit("ns")
+    right = right.sort_values("_close")
+    order = np.argsort(left["_close"].to_numpy(), kind="stable")
+    merged = pd.merge_asof(left.iloc[order], right, on="_close", direction="backward")
+    out = pd.DataFrame(index=left.index, columns=list(columns), dtype="float64")
+    out.iloc[order] = merged[list(columns)].to_numpy()
+    return out
+
+
+def trend_score(dates: pd.Series, close: pd.Series, timeframe: str, daily: pd.DataFrame | None,
+                days: int = 50, daily_close: bool = False) -> pd.Series:
+    """Time-series momentum (Moskowitz, Ooi & Pedersen 2012) as a score in [-1, 1].
+
+    x = log(close / mean of the last ``days`` completed daily closes), in units of what that
+    distance spreads to on a driftless walk (σ_daily √(days / 3)); score = tanh(x). Positive
+    while the price is above its ``days``-day mean: the textbook trend rule's signal, graded.
+    The daily closes come from the pair's 1d candles and are known only once their day has
+    closed (:func:`asof_merge`). With ``daily_close`` the distance is taken from the last
+    completed daily close instead of the current price: the rule's own daily signal, which
+    changes once a day (what trend exits use, so an intraday dip does not end a trend trade).
+    """
+    if daily is None or len(daily) < days + 1:
+        return pd.Series(np.nan, index=close.index)
+    dclose = daily["close"].astype("float64")
+    dlog = np.log(dclose.where(dclose > 0))
+    stats = pd.DataFrame({
+        "date": daily["date"],
+        "sma": dclose.rolling(days, min_periods=days).mean(),
+        "vol": dlog.diff().rolling(days, min_periods=days // 2).std()})
+    stats["dclose"] = dclose
+    merged = asof_merge(dates, timeframe, stats, "1d", ["sma", "vol", "dclose"])
+    price = merged["dclose"].to_numpy() if daily_close else close.astype("float64").to_numpy()
+    x = np.log(price / merged["sma"].to_numpy())
+    scale = merged["vol"].to_numpy() * math.sqrt(days / 3.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        score = np.tanh(x / scale)
+    return pd.Series(score, index=close.index).clip(-1, 1)
+
+
+def ewma_volatility(close: pd.Series, timeframe: str, halflife: pd.Timedelta,
+                    halflives: float = 4.0) -> pd.Series:
+    """Annualised volatility forecast: an EWMA of squared log returns (RiskMetrics), causal,
+    truncated to the last ``halflives`` half-lives (the 6% of weight beyond is dropped and the
+    rest renormalised), so a value depends on a fixed window and not on where the data starts
+    (freqtrade's recursive-analysis checks this). NaN until the window is full."""
+    step = pd.Timedelta(minutes=_tf_minutes(timeframe))
+    per_year = 365.0 * 1440.0 / _tf_minutes(timeframe)
+    h = max(1.0, halflife / step)
+    window = max(2, math.ceil(halflives * h))
+    lam = 0.5 ** (1.0 / h)
+    c = close.astype("float64").to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.log(c[1:] / c[:-1])
+    x = np.concatenate([[np.nan], r])
+    ok = np.isfinite(x)
+    x2 = np.where(ok, x * x, 0.0)
+    # IIR sums S_t = x_t + lam S_{t-1}; the window's sum is S_t - lam^W S_{t-W}.
+    num = lfilter([1.0], [1.0, -lam], x2)
+    den = lfilter([1.0], [1.0, -lam], ok.astype("float64"))
+    tail = lam ** window
+
+    def lagged(a: np.ndarray) -> np.ndarray:  # a[t - window], 0 before the start
+        out = np.zeros_like(a)
+        out[window:] = a[:-window] if len(a) > window else out[window:]
+        return out
+
+    num_w = num - tail * lagged(num)
+    den_w = den - tail * lagged(den)
+    full = pd.Series(ok.astype("float64")).rolling(window, min_periods=window).sum().to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = np.where(full >= window // 2, num_w / den_w, np.nan)
+    return pd.Series(np.sqrt(var * per_year), index=close.index)
 
 
 def _aligned_value(dates: pd.Series, frame: pd.DataFrame, column: str) -> pd.Series:

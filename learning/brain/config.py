@@ -9,7 +9,9 @@ from typing import Protocol
 
 from learning.brain.bandit import BanditConfig
 from learning.brain.meta import MetaConfig
+from learning.brain.profiles import ProfileConfig
 from learning.brain.regime_config import RegimeConfig
+from learning.brain.shadow import ShadowConfig
 from learning.core.config import _f
 
 
@@ -27,6 +29,10 @@ class RegimeSettings:
 
     enabled: bool = _f(True, "Detect regimes; false: every candle is UNKNOWN (an ablation).")
     btc_pair: str = _f("BTC/USDT", "The market factor: regime and sentiment are read from it.")
+    per_regime_learning: bool = _f(False, "The tiers keep separate posteriors per regime; "
+                                   "false (the default, chosen on the validation bench): one "
+                                   "posterior pooled over every regime (the regime still "
+                                   "decides CRISIS = cash).")
     detector: RegimeConfig = _f(_regime_defaults(), "Detector parameters (RegimeConfig); defaults "
                                 "suit 1h candles and a two-week fit window.")
 
@@ -35,7 +41,9 @@ class RegimeSettings:
 class BanditSettings:
     """Tier 1: the component-weight bandit (per learner and regime)."""
 
-    enabled: bool = _f(True, "Learn component weights; false: equal weights (an ablation).")
+    enabled: bool = _f(False, "Learn component weights (Thompson-sampled); false (the default: "
+                       "on the validation bench learned weights did not beat equal weights): "
+                       "equal weights over the components present.")
     params: BanditConfig = _f(BanditConfig(), "Bandit parameters.")
 
 
@@ -51,10 +59,25 @@ class BrainConfig:
                                 "loads them; empty: exchange.pair_whitelist as the strategy "
                                 "starts (a pairlist that changes the whitelist later does not "
                                 "change them).")
-    theme_window: int = _f(288, "Candles of trailing return for the theme score (288 = 1 day "
-                           "of 5m).", (2, 100_000))
-    breaker_trades: int = _f(20, "Learning pauses while the Sharpe of the last N closed trades "
-                             "is below 0 (N = this).", (2, 10_000))
+    theme_window: str = _f("1d", "Trailing window of the theme score's relative returns.",
+                           duration=True)
+    volatility_baseline: str = _f("1d", "Trailing window of the ATR% median that the technical "
+                                  "score's volatility term compares against.", duration=True)
+    trend_window: str = _f("50d", "The trend component: distance of the price from the mean "
+                           "of this many completed daily closes (time-series momentum).",
+                           duration=True)
+    breaker_trades: int = _f(20, "Risk is cut while the Sharpe of the last N closed trades is "
+                             "below 0 (N = this); learning goes on.", (2, 10_000))
+    risk_cut_stake: float = _f(0.5, "While risk is cut: stakes are multiplied by this.",
+                               (0.0, 1.0))
+    risk_cut_threshold: float = _f(1.25, "While risk is cut: entry thresholds are multiplied "
+                                   "by this.", (1.0, 10.0))
+    abstain_below: float = _f(0.0, "A learner whose learned mean trade return in the regime "
+                              "(after fees, from real and shadow trades) is below this does not "
+                              "enter (-1 turns the gate off). Shadow trades keep measuring it, "
+                              "so it enters again once its mean recovers.", (-1.0, 1.0))
+    abstain_evidence: float = _f(2.0, "Trades' worth of evidence the learner needs in the "
+                                 "regime before the gate can close.", (0.0, 1000.0))
     fallback_drawdown: float = _f(0.10, "Rule-based fallback (technical score, Balanced "
                                   "learner, no sampling) while drawdown exceeds this.",
                                   (0.0, 1.0))
@@ -77,3 +100,9 @@ class BrainSections(Protocol):
 
     @property
     def brain(self) -> BrainConfig: ...
+
+    @property
+    def shadow(self) -> ShadowConfig: ...
+
+    @property
+    def profiles(self) -> ProfileConfig: ...

@@ -70,6 +70,21 @@ from learning.core.errors import ConfigError, StateError
 SCHEMA = 1
 
 
+
+def nig_posterior(n: float, s1: float, s2: float, prior_mean: float, prior_strength: float,
+                  prior_std: float, prior_std_strength: float
+                  ) -> tuple[float, float, float, float]:
+    """Normal-Inverse-Gamma posterior (m, κ, a, b) from discounted sufficient statistics
+    n = Σw, s1 = Σw·r, s2 = Σw·r² (see the module doc)."""
+    kappa = prior_strength + n
+    m = (prior_strength * prior_mean + s1) / kappa
+    a = (prior_std_strength + n) / 2.0
+    b0 = prior_std_strength * prior_std**2 / 2.0
+    # The bracket is the (discounted) scatter around m, ≥ 0 up to rounding.
+    b = b0 + max(s2 + prior_strength * prior_mean**2 - kappa * m * m, 0.0) / 2.0
+    return m, kappa, a, b
+
+
 @dataclass(frozen=True)
 class LearnerProfile:
     """One risk personality of the meta-learner."""
@@ -224,13 +239,8 @@ class MetaLearner:
     def posterior(self, regime: Any, learner: str) -> tuple[float, float, float, float]:
         """NIG posterior (m, κ, a, b) of one (regime, learner); see the module doc."""
         cfg, arm = self.config, self._arm(regime_key(regime), learner)
-        kappa = cfg.prior_strength + arm.n
-        m = (cfg.prior_strength * cfg.prior_mean + arm.s1) / kappa
-        a = (cfg.prior_std_strength + arm.n) / 2.0
-        b0 = cfg.prior_std_strength * cfg.prior_std**2 / 2.0
-        # The bracket is the (discounted) scatter around m, ≥ 0 up to rounding.
-        b = b0 + max(arm.s2 + cfg.prior_strength * cfg.prior_mean**2 - kappa * m * m, 0.0) / 2.0
-        return m, kappa, a, b
+        return nig_posterior(arm.n, arm.s1, arm.s2, cfg.prior_mean, cfg.prior_strength,
+                             cfg.prior_std, cfg.prior_std_strength)
 
     # -- deciding ----------------------------------------------------------------------------
     def select(self, regime: Any, rng: np.random.Generator, now: Any = None) -> Selection:
@@ -254,16 +264,42 @@ class MetaLearner:
                                        "scores": scores, "forced": forced})
         return Selection(learner, self._profiles[learner], key, scores, forced)
 
+    def expected_return(self, regime: Any, learner: str) -> tuple[float, float]:
+        """(posterior mean trade return, trades' worth of evidence) of one (regime, learner)."""
+        m, _, _, _ = self.posterior(regime_key(regime), learner)
+        return float(m), float(self._arm(regime_key(regime), learner).n)
+
+    def sample(self, regime: Any, rng: np.random.Generator) -> str:
+        """The learner a Thompson draw picks now, without recording a selection (shadow
+        decisions of the router's policies)."""
+        if self.config.force_learner is not None:
+            return self.config.force_learner
+        names = self.learner_names
+        post = np.array([self.posterior(regime_key(regime), n) for n in names])
+        m, kappa, a, b = post.T
+        precision = rng.gamma(a, 1.0 / b)
+        mu = m + self.config.exploration * rng.standard_normal(len(names)) / np.sqrt(
+            kappa * precision)
+        draws = mu * np.sqrt(precision) if self.config.objective == "sharpe" else mu
+        return names[int(np.argmax(draws))]
+
     # -- learning ----------------------------------------------------------------------------
     def record_outcome(self, learner: str | None, regime: Any,
                        scores: Mapping[str, float | None], profit_ratio: float,
-                       now: Any = None) -> dict[str, Any]:
+                       now: Any = None, weight: float = 1.0,
+                       share: bool | None = None, bandits: bool = True) -> dict[str, Any]:
         """Learn from one closed trade opened by ``learner`` in ``regime`` (both as at entry).
 
         ``scores`` are the component scores at entry and ``profit_ratio`` the trade's result,
         signed like the scores (see :meth:`ComponentBandit.update`). Never raises on bad input:
         an unknown learner, a NaN profit or a paused config are recorded or ignored. Returns what
         was updated: ``{"meta": bool, "bandits": {learner: {component: credited}}}``.
+
+        ``weight`` is what this outcome counts as, in trades: a real trade 1, a shadow
+        (counterfactual) outcome a fraction (evidence ages by γ^weight, as by a fraction of a
+        trade). ``share`` overrides ``share_outcomes``; ``bandits=False`` teaches the
+        meta-policy only (shadow trades of one learner measure that learner; the bandits learn
+        from unconditional probes instead, see :meth:`learning.brain.decision.Brain.learn_shadow`).
         """
         cfg = self.config
         result: dict[str, Any] = {"meta": False, "bandits": {}}
@@ -271,15 +307,17 @@ class MetaLearner:
             return result
         key = regime_key(regime)
         known = learner in self._profiles
+        if not weight > 0:
+            return result
         if known:
             arms = self.state.arms.setdefault(key, {})
+            g = cfg.discount ** weight
             for name in self.learner_names:          # every learner's evidence here ages
                 rec = arms.setdefault(name, ArmRecord())
-                rec.n, rec.s1, rec.s2 = (cfg.discount * rec.n, cfg.discount * rec.s1,
-                                         cfg.discount * rec.s2)
+                rec.n, rec.s1, rec.s2 = g * rec.n, g * rec.s1, g * rec.s2
             r = float(np.clip(profit_ratio, -cfg.reward_clip, cfg.reward_clip))
             rec = arms[learner]
-            rec.n, rec.s1, rec.s2 = rec.n + 1.0, rec.s1 + r, rec.s2 + r * r
+            rec.n, rec.s1, rec.s2 = rec.n + weight, rec.s1 + weight * r, rec.s2 + weight * r * r
             rec.trades += 1
             rec.wins += int(profit_ratio > 0)
             rec.total_return += float(profit_ratio)
@@ -288,9 +326,13 @@ class MetaLearner:
         else:
             self.state.unattributed += 1
         # Sharing: every bandit learns; otherwise only the opener's, and nobody's if unknown.
-        learners = self.learner_names if cfg.share_outcomes else [learner] if known else []
+        sharing = cfg.share_outcomes if share is None else share
+        learners = self.learner_names if sharing else [learner] if known else []
+        if not bandits:
+            learners = []
         for name in learners:
-            result["bandits"][name] = self._bandits[name].update(key, scores, profit_ratio)
+            result["bandits"][name] = self._bandits[name].update(key, scores, profit_ratio,
+                                                                 weight)
         return result
 
     # -- reporting ---------------------------------------------------------------------------

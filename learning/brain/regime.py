@@ -184,15 +184,24 @@ class RegimeDetector:
         self._models: dict[tuple[int, int, str], RegimeHMM | None] = {}
         self._last: _Processed | None = None
         self._logged: set[str] = set()
+        self._refit_delay = 0
 
     # -- public ---------------------------------------------------------------------------------
 
-    def detect(self, features: pd.DataFrame) -> pd.DataFrame:
+    def detect(self, features: pd.DataFrame, alarm: np.ndarray | None = None,
+               refit_delay: int = 0) -> pd.DataFrame:
         """Per-candle ``regime``, ``regime_confidence``, ``regime_prob_<name>``, ``regime_id``.
 
         The probability columns sum to 1, or are all 0 while the regime is UNKNOWN.
+
+        ``alarm`` (bool per row, e.g. a changepoint alarm, causal itself): on an alarm candle the
+        regime may switch before ``min_dwell``, and ``refit_delay`` candles after an alarm's
+        first candle the HMM is refitted (on the candles before that refit, as every refit).
         """
         dates, inputs = self._inputs(features)
+        flags = np.zeros(len(dates)) if alarm is None else np.asarray(alarm, dtype="float64")
+        inputs = np.column_stack([inputs, flags])
+        self._refit_delay = int(refit_delay)
         start, carry, head = self._resume(dates, inputs)
         n = len(dates)
         probs = np.zeros((n, len(REGIMES)))
@@ -253,6 +262,9 @@ class RegimeDetector:
         periods = dates // self.config.period.value
         # Split the new rows into runs that share one model: a run starts at each refit candle.
         cuts = {i for i in range(max(start, 1), n) if periods[i] != periods[i - 1]}
+        flags = inputs[:, d + 2] > 0
+        onsets = np.flatnonzero(flags & ~np.r_[False, flags[:-1]])
+        cuts |= {int(i) for i in onsets + self._refit_delay if max(start, 1) <= i < n}
         bounds = sorted({start, *cuts, n})
         for a, b in zip(bounds[:-1], bounds[1:]):
             if a in cuts:
@@ -265,7 +277,7 @@ class RegimeDetector:
             else:
                 rp = None
             _rf.decide(rp, inputs[a:b, d], inputs[a:b, d + 1], carry, self.config,
-                       probs[a:b], regime[a:b], conf[a:b])
+                       probs[a:b], regime[a:b], conf[a:b], alarm=flags[a:b])
 
     def _refit(self, b: int, dates: np.ndarray, x: np.ndarray, carry: _rf.Carry) -> None:
         """Fit (or fetch) the model for the refit candle at row ``b`` and warm its filter."""

@@ -389,8 +389,10 @@ def theme_rule(rp: np.ndarray, disp_z: np.ndarray, threshold: float, weight: flo
 
 
 def decide(rp: np.ndarray | None, drawdown: np.ndarray, vol_ratio: np.ndarray, carry: Carry,
-           cfg: RegimeConfig, probs: np.ndarray, regime: np.ndarray, conf: np.ndarray) -> None:
-    """Per candle: the rule-based CRISIS override, then minimum dwell and switching margin.
+           cfg: RegimeConfig, probs: np.ndarray, regime: np.ndarray, conf: np.ndarray,
+           alarm: np.ndarray | None = None) -> None:
+    """Per candle: the rule-based CRISIS override, then minimum dwell and switching margin
+    (an ``alarm`` candle, e.g. a changepoint, needs no minimum dwell to switch).
 
     ``rp`` (T, 5) are the HMM's regime probabilities (None: no model yet). Writes ``probs``,
     ``regime`` (index into NAMES, -1 = UNKNOWN) and ``conf`` in place and advances ``carry``.
@@ -422,7 +424,8 @@ def decide(rp: np.ndarray | None, drawdown: np.ndarray, vol_ratio: np.ndarray, c
             best = int(np.argmax(p))
             if cur is None or carry.overridden:
                 new = best  # nothing to hold, or the override's own dwell already applied
-            elif (best != cur and carry.dwell >= cfg.min_dwell
+            elif (best != cur and (carry.dwell >= cfg.min_dwell
+                                   or (alarm is not None and alarm[t]))
                   and p[best] - p[cur] >= cfg.switch_margin):
                 new = best
             else:

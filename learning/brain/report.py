@@ -88,9 +88,62 @@ def plot_performance(outcomes: list[dict[str, Any]], key: str, path: Path) -> Pa
     return path
 
 
+def component_importance(decisions: list[dict[str, Any]]) -> pd.DataFrame | None:
+    """Per regime (rows) and component (columns): the mean |weight × score| of the decisions
+    there, an exact attribution of the weighted score (decisions without contributions, from
+    before they were recorded, are left out); a column ``decisions`` counts them."""
+    rows = [(d.get("regime", "UNKNOWN"), d["contributions"]) for d in decisions
+            if d.get("contributions")]
+    if not rows:
+        return None
+    df = pd.DataFrame([{"regime": r, **{c: abs(v) for c, v in contrib.items()}}
+                       for r, contrib in rows])
+    cols = [c for c in COMPONENTS if c in df]
+    out = df.groupby("regime")[cols].mean()
+    out["decisions"] = df.groupby("regime").size()
+    return out
+
+
+def shap_importance(models_dir: Path, regimes: pd.DataFrame | None,
+                    period_days: float = 7.0, top: int = 10) -> pd.DataFrame | None:
+    """Per regime: the mean SHAP share of each feature over the FreqAI windows that traded in
+    it (``LightGBMConformal`` writes the shares into each window's ``*_metadata.json``). A
+    window's regime is the most frequent one over the ``period_days`` after its training end
+    (the timestamp in the file name); without regimes every window counts as ALL."""
+    import re
+
+    rows = []
+    for path in sorted(Path(models_dir).rglob("*_metadata.json")):
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        shares = (meta.get("shap") or {}).get("shares")
+        stamp = re.search(r"_(\d{9,11})_metadata\.json$", path.name)
+        if not shares or not stamp:
+            continue
+        start = pd.Timestamp(int(stamp.group(1)), unit="s", tz="UTC")
+        regime = "ALL"
+        if regimes is not None and len(regimes):
+            dates = pd.to_datetime(regimes["date"], utc=True)
+            span = regimes.loc[(dates >= start) & (dates < start + pd.Timedelta(days=period_days)),
+                               "regime"]
+            regime = str(span.mode().iloc[0]) if len(span) else "UNKNOWN"
+        rows.append({"regime": regime, **shares})
+    if not rows:
+        return None
+    df = pd.DataFrame(rows).fillna(0.0)
+    mean = df.groupby("regime").mean()
+    keep = mean.mean(axis=0).sort_values(ascending=False).index[:top]
+    out = mean[keep]
+    out["windows"] = df.groupby("regime").size()
+    return out
+
+
 def write_report(out_dir: Path, stats: dict[str, Any], decisions: list[dict[str, Any]],
                  outcomes: list[dict[str, Any]], btc: pd.DataFrame | None,
-                 regimes: pd.DataFrame | None, backtest: dict[str, Any] | None) -> Path:
+                 regimes: pd.DataFrame | None, backtest: dict[str, Any] | None,
+                 models_dir: Path | None = None) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     images = [plot_weights(decisions, out_dir / "weights.png"),
               plot_regimes(btc, regimes, out_dir / "regimes.png")
@@ -106,6 +159,17 @@ def write_report(out_dir: Path, stats: dict[str, Any], decisions: list[dict[str,
     for img in images:
         if img is not None:
             parts.append(f"<p><img src='{img.name}' style='max-width:100%'></p>")
+    importance = component_importance(decisions)
+    if importance is not None:
+        parts.append("<h2>Per-regime component importance</h2><p>Mean |weight × score| of each "
+                     "component in the decisions taken in each regime (the weighted score is "
+                     "their exact sum).</p>" + importance.round(4).to_html())
+    shap = shap_importance(models_dir, regimes) if models_dir is not None else None
+    if shap is not None:
+        parts.append("<h2>Per-regime feature importance (SHAP)</h2><p>Mean share of |SHAP| of "
+                     "the FreqAI model's features for the predicted return, over the training "
+                     "windows that traded in each regime (LightGBMConformal).</p>"
+                     + shap.round(4).to_html())
     b = stats.get("circuit_breakers", {})
     parts.append(f"<h2>Circuit breakers</h2><pre>{html.escape(json.dumps(b, indent=1))}</pre>")
     parts.append("<h2>Learners</h2><pre>" + html.escape(json.dumps(

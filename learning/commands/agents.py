@@ -30,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None,
                    help="write the agents into this folder instead of the run's state folder "
                    "(a version to A/B test: ftlearn policy register NAME --type ppo --path DIR)")
+    p.add_argument("--tensorboard", type=Path, default=None,
+                   help="TensorBoard log folder (PPO losses and rewards per learner)")
     p.add_argument("--no-regimes", action="store_true",
                    help="skip the regime detector (the state's regime inputs become uniform)")
     p.set_defaults(func=cmd_train_agents)
@@ -50,7 +52,7 @@ def cmd_train_agents(args: argparse.Namespace) -> int:
     if datadir is None:
         raise DataError("no data: pass --datadir or set ADVL_DATA_DIR")
     train_agents_offline(ft, cfg, store, datadir, args.timerange, args.steps,
-                         regimes=not args.no_regimes)
+                         regimes=not args.no_regimes, tensorboard=args.tensorboard)
     if args.out is not None:
         print(f"to A/B test this version: ftlearn policy register NAME --type ppo --path "
               f"{args.out}")

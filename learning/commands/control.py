@@ -59,6 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="a freqtrade backtest result (file or folder) to summarise")
     p.add_argument("--out", type=str, default="user_data/learning/report",
                    help="output folder (default: %(default)s)")
+    p.add_argument("--models", type=str, default=None,
+                   help="a FreqAI models folder (user_data/models/<identifier>) whose windows "
+                   "carry SHAP shares (LightGBMConformal): per-regime feature importance")
     p.set_defaults(func=cmd_report)
 
     p = subparsers.add_parser("config-reference",
@@ -155,8 +158,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     b = info["circuit_breakers"]
     if b:
         sharpe = "-" if b["rolling_sharpe"] is None else f"{b['rolling_sharpe']:.2f}"
-        table.add_row("learning paused", f"{'YES' if b['learning_paused'] else 'no'} (Sharpe of "
-                      f"last {b['breaker_trades']} trades: {sharpe})")
+        table.add_row("risk cut", f"{'YES' if b['risk_cut'] else 'no'} (Sharpe of last "
+                      f"{b['breaker_trades']} trades: {sharpe}; learning never pauses)")
         table.add_row("rule-based fallback", f"{'YES' if b['fallback'] else 'no'} (applies "
                       f"while drawdown exceeds {_pct(b['fallback_drawdown'])}; now "
                       f"{_pct(r['drawdown'])})")
@@ -212,8 +215,18 @@ def cmd_stats(args: argparse.Namespace) -> int:
     b = info["circuit_breakers"]
     console.print(f"[bold]AdvancedLearning {info['identifier']} / {info['runmode']}[/bold]: "
                   f"{info['closed_trades']} closed trades ({info['unattributed_trades']} "
-                  f"unattributed); learning paused: {b['learning_paused']}; fallback: "
-                  f"{b['fallback']}")
+                  f"unattributed); risk cut: {b['risk_cut']}; fallback: {b['fallback']}")
+    events = info.get("learning_events") or {}
+    if events:
+        table = Table(title="Learning events per tier (real trades / shadow outcomes)")
+        for col in ("tier", "real", "shadow", "shadow per real"):
+            table.add_column(col)
+        for tier, n in events.items():
+            ratio = f"{n['shadow'] / n['real']:.0f}x" if n.get("real") else "-"
+            table.add_row(tier, str(n.get("real", 0)), str(n.get("shadow", 0)), ratio)
+        console.print(table)
+        console.print(f"shadow outcomes dropped unresolved at the end of the data: "
+                      f"{info.get('shadow_unresolved', 0)}")
     for learner, regimes in info["weights"].items():
         table = Table(title=f"Tier 1 weights of {learner} (mean, 90% interval)")
         table.add_column("regime")
@@ -284,7 +297,11 @@ def cmd_report(args: argparse.Namespace) -> int:
                                                   "profit_factor", "sharpe",
                                                   "backtest_start", "backtest_end")}
                     for name, s in raw["strategy"].items()}
-    page = write_report(Path(args.out), info, decisions, outcomes, btc, regimes, backtest)
+    models = Path(args.models) if args.models else None
+    if models is not None and not models.is_dir():
+        raise StateError(f"--models {models}: no such folder")
+    page = write_report(Path(args.out), info, decisions, outcomes, btc, regimes, backtest,
+                        models)
     print(f"report written to {page}")
     return 0
 

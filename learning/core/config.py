@@ -21,14 +21,18 @@ from collections.abc import Mapping
 from dataclasses import field
 from typing import Any
 
+from learning.core.durations import parse_duration
 from learning.core.errors import ConfigError
 
 SECTION = "advanced_learning"
 
 
 def _f(default: Any, help: str, range: tuple[float, float] | None = None,  # noqa: A002
-       choices: tuple[str, ...] | None = None) -> Any:
-    meta = {"help": help, "range": range, "choices": choices}
+       choices: tuple[str, ...] | None = None, duration: bool = False) -> Any:
+    """A config field: default, help text (the README reference), optional numeric range,
+    allowed values, or ``duration=True`` for a string like ``"36h"`` (empty allowed when the
+    default is empty: "off")."""
+    meta = {"help": help, "range": range, "choices": choices, "duration": duration}
     if isinstance(default, (dict, list)) or dataclasses.is_dataclass(default):
         return field(default_factory=lambda: default, metadata=meta)
     return field(default=default, metadata=meta)
@@ -82,6 +86,11 @@ def _coerce(value: Any, tp: Any, path: str, meta: Mapping[str, Any]) -> Any:
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         raise ConfigError(f"{path}: {value!r} is not one of {', '.join(map(str, choices))}")
+    if meta.get("duration") and value != "":
+        try:
+            parse_duration(value)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
     return value
 
 

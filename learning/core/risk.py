@@ -8,6 +8,9 @@ Limits (defaults; see :class:`learning.core.config.RiskConfig`):
 * a drawdown of ``max_drawdown_pct`` (15%) from the equity peak flattens and halts entries until a
   manual reset;
 * the CRISIS regime means cash only (no entries, open positions exited);
+* a changepoint alarm on the market proxy (:mod:`learning.brain.changepoint`, when enabled):
+  level 1 blocks entries and adds, level 2 also exits open positions (the caller computes the
+  level from the alarm probability and its thresholds);
 * a manual halt (``ftlearn halt``) blocks entries and adds while the bot runs.
 
 Equity is starting balance + closed profit + realized profit of partial exits + unrealized PnL of
@@ -28,6 +31,7 @@ from datetime import datetime
 from typing import Any
 
 from learning.core.config import SECTION, _f, parse_section
+from learning.core.durations import parse_duration
 from learning.core.errors import StateError
 
 SCHEMA_VERSION = 1
@@ -49,6 +53,10 @@ class RiskConfig:
         "until a manual reset (ftlearn resume --reset-drawdown).", (0.001, 1.0))
     crisis_cash_only: bool = _f(
         True, "In the CRISIS regime hold cash only: no entries, open positions exited.")
+    reset_after: str = _f(
+        "", "Research runs only: lift a drawdown halt by itself after this duration (e.g. "
+        "'30d'), restarting the peak from the equity then. Empty (the default, and what live "
+        "trading should use): the halt holds until a manual reset.", duration=True)
 
 
 def risk_config(ft_config: Mapping[str, Any]) -> RiskConfig:
@@ -159,6 +167,14 @@ class RiskGuard:
             self._event(now, "daily_loss_limit",
                         f"equity {equity:.2f} <= {1 - self.config.max_daily_loss_pct:.2%} of "
                         f"day open {s.day_open_equity:.2f}")
+        if (s.drawdown_halt and self.config.reset_after and s.drawdown_halt_since
+                and now - datetime.fromisoformat(s.drawdown_halt_since)
+                >= parse_duration(self.config.reset_after)):
+            s.drawdown_halt, s.drawdown_halt_since = False, None
+            s.peak_equity = equity  # or the halt would trip again at once
+            events.append("drawdown_cool_off")
+            self._event(now, "drawdown_cool_off",
+                        f"drawdown halt lifted after {self.config.reset_after} (reset_after)")
         if not s.drawdown_halt and equity <= s.peak_equity * (1.0 - self.config.max_drawdown_pct):
             s.drawdown_halt, s.drawdown_halt_since = True, now.isoformat()
             events.append("max_drawdown")
@@ -202,8 +218,10 @@ class RiskGuard:
     def daily_halted(self, now: datetime) -> bool:
         return self.state.daily_halt_day == now.strftime("%Y-%m-%d")
 
-    def blocks(self, now: datetime, crisis: bool = False) -> tuple[str, ...]:
-        """Reasons that currently block new entries and adds (empty tuple = none)."""
+    def blocks(self, now: datetime, crisis: bool = False,
+               changepoint: int = 0) -> tuple[str, ...]:
+        """Reasons that currently block new entries and adds (empty tuple = none).
+        ``changepoint``: the alarm level (0 none, 1 block, 2 block and exit)."""
         s, reasons = self.state, []
         if s.drawdown_halt:
             reasons.append("max_drawdown_halt")
@@ -213,9 +231,12 @@ class RiskGuard:
             reasons.append("manual_halt")
         if crisis and self.config.crisis_cash_only:
             reasons.append("crisis_cash_only")
+        if changepoint >= 1:
+            reasons.append("changepoint_alarm")
         return tuple(reasons)
 
-    def exit_reason(self, now: datetime, crisis: bool = False) -> str | None:
+    def exit_reason(self, now: datetime, crisis: bool = False,
+                    changepoint: int = 0) -> str | None:
         """The reason to close an open position now, or None (manual halt does not force exits)."""
         s = self.state
         if s.drawdown_halt:
@@ -224,6 +245,8 @@ class RiskGuard:
             return "risk_daily_loss"
         if crisis and self.config.crisis_cash_only:
             return "risk_crisis"
+        if changepoint >= 2:
+            return "risk_changepoint"
         return None
 
     def max_stake(self, equity: float) -> float:
@@ -232,7 +255,7 @@ class RiskGuard:
 
     def check_stake(self, now: datetime, equity: float, requested: float, *,
                     held: float = 0.0, min_stake: float | None = None,
-                    crisis: bool = False) -> Verdict:
+                    crisis: bool = False, changepoint: int = 0) -> Verdict:
         """Clamp a new entry (``held`` = 0) or an add to an open trade (``held`` = what the
         position already counts for: the larger of its cost and its market value).
 
@@ -250,7 +273,7 @@ class RiskGuard:
             return Verdict(False, 0.0, ("held_stake_unknown",))
         if min_stake is not None and (not _finite(min_stake) or min_stake < 0):
             return Verdict(False, 0.0, ("min_stake_unknown",))
-        blocked = self.blocks(now, crisis)
+        blocked = self.blocks(now, crisis, changepoint)
         if blocked:
             return Verdict(False, 0.0, blocked)
         room = self.max_stake(equity) - held

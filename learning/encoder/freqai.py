@@ -44,6 +44,7 @@ from freqtrade.freqai.data_kitchen import FreqaiDataKitchen
 from learning.core.config import _f, parse_section
 from learning.core.errors import DataError, LearningError
 from learning.data.candles import timeframe_to_minutes
+from learning.encoder.conformal import ConformalMixin
 from learning.encoder.model import TSAMAE, EncoderConfig, encode_windows, resolve_device
 from learning.encoder.pretrain import (
     TrainConfig,
@@ -181,8 +182,10 @@ class EncoderWindowMixin:
         return result.model, meta
 
 
-class TSAMAERegressorBase(EncoderWindowMixin, BaseRegressionModel):
-    """TSA-MAE embeddings + ridge head for FreqAI; see the module docstring."""
+class TSAMAERegressorBase(ConformalMixin, EncoderWindowMixin, BaseRegressionModel):
+    """TSA-MAE embeddings + ridge head for FreqAI; see the module docstring. Each window's
+    held-out split calibrates conformal intervals of ``&-s_return`` (``&-cq_*`` columns,
+    :mod:`learning.encoder.conformal`)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -260,6 +263,7 @@ class TSAMAERegressorBase(EncoderWindowMixin, BaseRegressionModel):
                   if c != self.tsa.anomaly_label and test_y[c].nunique() > 1}
             logger.info("%s: ridge head alpha %s, test R2 (scaled targets) %s", dk.pair,
                         head.alpha_, r2)
+        self.calibrate(head, data_dictionary, dk)
         return head
 
     # -- prediction -----------------------------------------------------------------------------
@@ -293,4 +297,4 @@ class TSAMAERegressorBase(EncoderWindowMixin, BaseRegressionModel):
         pred_df[self.tsa.anomaly_label] = np.where(valid, scores, 0.0)
         do_predict = np.where(valid, np.asarray(do_predict, dtype=int), 0)
         dk.do_predict = do_predict
-        return pred_df, do_predict
+        return self.add_conformal_columns(pred_df, dk), do_predict

@@ -92,8 +92,14 @@ def _m2_allocations(conn: sqlite3.Connection) -> None:
         )""")
 
 
+def _m3_outcome_weights(conn: sqlite3.Connection) -> None:
+    """Version 3: what an outcome counts as (1: a real trade; a shadow outcome a fraction)."""
+    conn.execute("ALTER TABLE outcomes ADD COLUMN weight REAL NOT NULL DEFAULT 1.0")
+
+
 #: Migration ``i`` brings the schema from version ``i`` to ``i + 1``.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_m1_registry, _m2_allocations)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _m1_registry, _m2_allocations, _m3_outcome_weights)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -118,10 +124,11 @@ class PolicyInfo:
 
 @dataclass(frozen=True)
 class OutcomeTotals:
-    """Sufficient statistics of one policy's closed trades (a win is ``profit_ratio > 0``)."""
+    """Sufficient statistics of one policy's closed trades (a win is ``profit_ratio > 0``),
+    each outcome weighted by what it counts as (real trades 1, shadow outcomes a fraction)."""
 
-    trades: int = 0
-    wins: int = 0
+    trades: float = 0.0
+    wins: float = 0.0
     sum_ratio: float = 0.0
     sum_ratio_sq: float = 0.0
     sum_abs: float = 0.0
@@ -312,10 +319,11 @@ def fetch_policies(conn: sqlite3.Connection) -> list[PolicyInfo]:
 def fetch_totals(conn: sqlite3.Connection) -> dict[int, OutcomeTotals]:
     """Outcome totals per policy id (policies without outcomes are absent)."""
     rows = conn.execute("""
-        SELECT policy_id, COUNT(*), SUM(profit_ratio > 0), SUM(profit_ratio),
-               SUM(profit_ratio * profit_ratio), SUM(profit_abs)
+        SELECT policy_id, SUM(weight), SUM(weight * (profit_ratio > 0)),
+               SUM(weight * profit_ratio), SUM(weight * profit_ratio * profit_ratio),
+               SUM(profit_abs)
         FROM outcomes GROUP BY policy_id""").fetchall()
-    return {r[0]: OutcomeTotals(int(r[1]), int(r[2]), float(r[3]), float(r[4]), float(r[5]))
+    return {r[0]: OutcomeTotals(float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5]))
             for r in rows}
 
 
@@ -344,11 +352,12 @@ def set_champion(conn: sqlite3.Connection, policy_id: int | None) -> None:
 
 
 def insert_outcome(conn: sqlite3.Connection, policy_id: int, trade_id: str, profit_ratio: float,
-                   profit_abs: float, now: datetime) -> bool:
+                   profit_abs: float, now: datetime, weight: float = 1.0) -> bool:
     """Store one outcome; False when (policy, trade_id) was already stored (a replay)."""
     cur = conn.execute(
-        "INSERT OR IGNORE INTO outcomes (policy_id, trade_id, profit_ratio, profit_abs, closed_at) "
-        "VALUES (?, ?, ?, ?, ?)", (policy_id, trade_id, profit_ratio, profit_abs, to_text(now)))
+        "INSERT OR IGNORE INTO outcomes (policy_id, trade_id, profit_ratio, profit_abs, closed_at, "
+        "weight) VALUES (?, ?, ?, ?, ?, ?)",
+        (policy_id, trade_id, profit_ratio, profit_abs, to_text(now), weight))
     return cur.rowcount == 1
 
 

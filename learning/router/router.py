@@ -340,8 +340,11 @@ class Router:
             return self._fail("select", err)
 
     def record_outcome(self, policy: str, trade_id: str | int, profit_ratio: float,
-                       profit_abs: float, now: datetime) -> Recorded:
-        """Store a closed trade's result (rule 7). Never raises."""
+                       profit_abs: float, now: datetime, weight: float = 1.0,
+                       flush: bool = True) -> Recorded:
+        """Store a closed trade's result (rule 7). Never raises. ``weight``: what it counts as
+        (a shadow outcome a fraction of a trade); ``flush=False`` leaves it queued for the next
+        :meth:`flush` (many shadow outcomes per candle, one write)."""
         try:
             ratio, pabs = float(profit_ratio), float(profit_abs)
             if not (math.isfinite(ratio) and math.isfinite(pabs)):
@@ -354,7 +357,9 @@ class Router:
                     dropped = next(iter(self._pending))
                     del self._pending[dropped]
                     logger.error("policy outcome queue full; dropped trade %s", dropped)
-                self._pending[key] = (ratio, pabs, now)
+                self._pending[key] = (ratio, pabs, now, float(weight))
+            if not flush:
+                return Recorded.PENDING
             return self.flush().get(key, Recorded.PENDING)
         except Exception as err:  # noqa: BLE001 - rule 8
             self._fail("record_outcome", err)
@@ -371,13 +376,13 @@ class Router:
             with self.db.write() as conn:
                 policies = fetch_policies(conn)
                 ids = {p.name: p.id for p in policies}
-                for (name, tid), (ratio, pabs, at) in batch.items():
+                for (name, tid), (ratio, pabs, at, weight) in batch.items():
                     if name not in ids:
                         logger.warning("outcome of trade %s dropped: unknown policy %r (known: "
                                        "%s)", tid, name, ", ".join(ids) or "none")
                         results[(name, tid)] = Recorded.REJECTED
                         continue
-                    stored = insert_outcome(conn, ids[name], tid, ratio, pabs, at)
+                    stored = insert_outcome(conn, ids[name], tid, ratio, pabs, at, weight)
                     results[(name, tid)] = Recorded.STORED if stored else Recorded.DUPLICATE
         except PolicyStoreError as err:
             self._fail("record_outcome", err)

@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 
 #: Guard state codes charted in FreqUI (column ``guard_state``).
 GUARD_CODES = {"ok": 0, "manual_halt": 1, "daily_loss_halt": 2, "max_drawdown_halt": 3,
-               "crisis_cash_only": 4}
+               "crisis_cash_only": 4, "changepoint_alarm": 5}
 
 
 #: Per-decision chart columns: the brain's overall score, threshold, learner (1-based index into
@@ -60,7 +60,7 @@ class ChartHooks(IStrategy):
         if not (self._live or self._persist):
             return  # hyperopt: nobody looks
         s = self.guard.state
-        blocks = self.guard.blocks(now, self.crisis(now))
+        blocks = self.guard.blocks(now, **self.alarms(now))
         code = max((GUARD_CODES[b] for b in blocks), default=0)
         dd = 1 - equity / s.peak_equity if s.peak_equity else 0.0
         day = equity / s.day_open_equity - 1 if s.day_open_equity else 0.0
@@ -211,6 +211,8 @@ class ChartHooks(IStrategy):
                 "Equity drawdown": {"guard_drawdown": {"color": "#e4572e"},
                                     "guard_day_pnl": {"color": "#17bebb"}},
                 "Risk guard": {"guard_state": {"color": "#000000", "type": "bar"}},
+                # BOCD on the market proxy: P(changepoint within the window), NaN when off
+                "Changepoint": {"changepoint_prob": {"color": "#d62728"}},
                 **subplots,
             },
         }

@@ -83,6 +83,31 @@ class FreqAIHooks(IStrategy):
         dataframe["&-anomaly"] = 0.0
         return dataframe
 
+    def ai_interval(self, dataframe: pd.DataFrame) -> None:
+        """Conformal interval of the predicted return (``ai_lo``, ``ai_hi``; NaN where the model
+        emits none) by adaptive conformal inference over the window-calibrated half-widths, and
+        ``ai_abstain`` (1 where it contains zero). With ``conformal.abstain`` the *ai* score is
+        NaN there: the component contributes nothing (:mod:`learning.encoder.conformal`)."""
+        from learning.encoder.conformal import COLUMNS, aci_intervals, contains_zero
+
+        dataframe["ai_lo"], dataframe["ai_hi"], dataframe["ai_abstain"] = np.nan, np.nan, 0
+        if AI_RETURN_LABEL not in dataframe or not all(c in dataframe for c in COLUMNS):
+            return
+        cfg = self.learning.conformal
+        pred = dataframe[AI_RETURN_LABEL].to_numpy(dtype="float64")
+        if "do_predict" in dataframe:
+            pred = np.where(dataframe["do_predict"].to_numpy() == 1, pred, np.nan)
+        horizon = int(self.config["freqai"]["feature_parameters"].get("label_period_candles",
+                                                                       24))
+        lo, hi = aci_intervals(pred, dataframe[list(COLUMNS)].to_numpy(dtype="float64"),
+                               dataframe["close"].to_numpy(dtype="float64"), horizon,
+                               cfg.coverage, cfg.aci_gamma)
+        zero = contains_zero(lo, hi)
+        dataframe["ai_lo"], dataframe["ai_hi"] = lo, hi
+        dataframe["ai_abstain"] = zero.astype(int)
+        if cfg.abstain:
+            dataframe.loc[zero, "score_ai"] = np.nan
+
     @staticmethod
     def ai_score(dataframe: pd.DataFrame) -> pd.Series:
         """The *ai* component in [-1, 1] from the model's predictions; NaN where it abstains.

@@ -74,7 +74,10 @@ class SizingHooks(IStrategy):
                              "parameters", learner, label, end, backtest_start)
                 continue
             payloads[learner] = state_dict.get("payload", state_dict)
-        agents = AgentSet.from_checkpoints(payloads, self.brain.meta.config.learners)
+        from learning.agents.offline import agent_config
+
+        agents = AgentSet.from_checkpoints(payloads, self.brain.meta.config.learners,
+                                           agent_config(self.learning.sizing))
         missing = [n for n, a in agents.agents.items() if a is None]
         if missing:
             logger.warning("AdvancedLearning: no trained trade-parameter agent for %s in %s "
@@ -148,8 +151,8 @@ class SizingHooks(IStrategy):
             if p == pair:
                 market.update(pair_trend=series.trend[i], pair_vol=series.vol[i],
                               pair_drawdown=series.drawdown[i])
-            if p == self.learning.regime.btc_pair:
-                market.update(btc_trend=series.trend[i], btc_vol=series.vol[i])
+        btc_trend, btc_vol = self.btc_features(now)
+        market.update(btc_trend=btc_trend, btc_vol=btc_vol)
         finite = [t for t in trends if np.isfinite(t)]
         market["breadth"] = float(np.mean([t > 0 for t in finite])) if finite else np.nan
         series = self._series[pair]
@@ -222,7 +225,8 @@ class SizingHooks(IStrategy):
         s = self.guard.state
         dd = 1.0 - s.last_equity / s.peak_equity if s.last_equity and s.peak_equity else 0.0
         days = (now - trade.open_date_utc).total_seconds() / 86400.0
-        reward = agent.reward_for(params["record"], profit, params["stake_frac"], dd, days)
+        fee = float(trade.fee_close if trade.fee_close is not None else 0.001)
+        reward = agent.reward_for(params["record"], profit, params["stake_frac"], dd, days, fee)
         self.agents.record_outcome(params["learner"], params["record"], reward)
 
     # ------------------------------------------------------------------ RL pyramiding
@@ -243,11 +247,30 @@ class SizingHooks(IStrategy):
         row = {c: a[i] for c, a in series.pyr.items()}
         held = tranches_held(float(trade.stake_amount), equity,
                              self.learning.risk.max_position_pct, self._rl_tranches())
-        return grid_action(row, max(held, 1), current_profit)
+        grid, young = self._rl_grid()
+        age = (now - trade.open_date_utc) / self.timeframe_to_td()
+        return grid_action(row, max(held, 1), current_profit, grid, age, young)
+
+    def _rl_pyramid_section(self) -> dict[str, Any]:
+        return self.config.get("freqai", {}).get("rl_config", {}).get("pyramid") or {}
 
     def _rl_tranches(self) -> int:
-        pyr = self.config.get("freqai", {}).get("rl_config", {}).get("pyramid") or {}
-        return int((pyr.get("env") or {}).get("tranches", 4))
+        return int((self._rl_pyramid_section().get("env") or {}).get("tranches", 4))
+
+    def _rl_grid(self) -> tuple[Any, int]:
+        """The model's grid settings (parsed once; the model refused bad ones at start-up)."""
+        if getattr(self, "_rl_grid_cache", None) is None:
+            from learning.agents.pyramid_policy import GridConfig, young_candles
+            from learning.core.config import parse_section
+            from learning.core.errors import ConfigError
+
+            try:
+                grid = parse_section(GridConfig, self._rl_pyramid_section().get("grid"),
+                                     "freqai.rl_config.pyramid.grid")
+                self._rl_grid_cache = (grid, young_candles(grid, self.timeframe))
+            except ConfigError:
+                self._rl_grid_cache = (GridConfig(), 0)
+        return self._rl_grid_cache
 
     def rl_adjustment(self, trade: Any, now: datetime, current_profit: float,
                       min_stake: float | None, max_stake: float,
@@ -264,7 +287,7 @@ class SizingHooks(IStrategy):
         if action == Action.INCREASE:
             verdict = self.guard.check_stake(now, equity or 0.0, tranche,
                                              held=trade.stake_amount if held is None else held,
-                                             min_stake=min_stake, crisis=self.crisis(now))
+                                             min_stake=min_stake, **self.alarms(now))
             return (min(verdict.amount, max_stake), "pyr_increase") if verdict else None
         if action == Action.DECREASE and trade.stake_amount - tranche >= (min_stake or 0.0):
             return -tranche, "pyr_decrease"

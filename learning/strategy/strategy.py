@@ -31,19 +31,22 @@ import numpy as np
 import pandas as pd
 from freqtrade.exceptions import OperationalException
 from freqtrade.persistence import LocalTrade, Order, Trade
-from freqtrade.strategy import DecimalParameter, IStrategy
+from freqtrade.strategy import DecimalParameter, IStrategy, stoploss_from_absolute
 
-from learning.brain.components import pair_features
+from learning.brain.components import ewma_volatility, pair_features, trend_score
 from learning.brain.decision import Brain
+from learning.brain.profiles import ExitPlan
 from learning.brain.regime import PROB_COLUMNS
 from learning.brain.technical import WARMUP_CANDLES, add_technical
 from learning.core.control import LOG_NAME, acknowledge, apply_commands, read_commands
+from learning.core.durations import candles, minutes_of, parse_duration
 from learning.core.errors import ConfigError, LearningError
 from learning.core.ftconfig import credentials_message, shipped_api_credentials
 from learning.core.risk import SCHEMA_VERSION as RISK_SCHEMA
 from learning.core.risk import RiskGuard, RiskState
 from learning.core.store import StateStore, runmode_namespace, state_root
-from learning.strategy.brain_hooks import CRISIS_ID, BrainHooks, _minutes
+from learning.strategy.allocation import AllocationHooks
+from learning.strategy.brain_hooks import CRISIS_ID, BrainHooks
 from learning.strategy.charts import ChartHooks
 from learning.strategy.config import LearningConfig, load_learning_config
 from learning.strategy.freqai_hooks import FreqAIHooks
@@ -66,6 +69,7 @@ GUARD_EVENTS = {
                          "--reset-drawdown` lifts it",
     "daily_loss_halt": "the daily loss limit was hit today",
     "crisis_cash_only": "CRISIS regime, cash only",
+    "changepoint_alarm": "changepoint alarm on the market proxy: no entries or adds",
 }
 
 
@@ -77,6 +81,18 @@ def describe(code: str) -> str:
 #: An add that leaves a trade more than this fraction above the cap was not sized by the guard
 #: (the strategy's own adds are clamped to the cap at the same candle's equity).
 OVER_CAP_TOLERANCE = 0.02
+#: freqtrade fetches at most 5 calls of 1000 candles per pair at start-up (Binance's limit;
+#: ``Exchange.validate_required_startup_candles``).
+MAX_STARTUP_CANDLES = 4_999
+SCORE_COLUMNS = ("score_technical", "score_ai", "score_theme", "score_sentiment", "score_trend")
+
+
+def vol_target_scale(target: float, forecast: float) -> float:
+    """target / forecast annualised volatility, at most 1 (the guard's allowance is the
+    ceiling); 1 when targeting is off (target <= 0) or the forecast is unknown or not positive."""
+    if not (math.isfinite(target) and target > 0 and math.isfinite(forecast) and forecast > 0):
+        return 1.0
+    return min(1.0, target / forecast)
 
 
 @dataclass
@@ -84,15 +100,26 @@ class _PairSeries:
     """Closed-candle arrays of one pair for O(log n) lookups by time (no dataframe slicing)."""
 
     close_ns: np.ndarray  # candle close times (open + timeframe), int64 ns
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
     close: np.ndarray
     score: np.ndarray  # technical
     atr_pct: np.ndarray
     ai: np.ndarray
+    ai_lo: np.ndarray  # conformal interval of the predicted return (NaN: none)
+    ai_hi: np.ndarray
+    ai_abstain: np.ndarray  # 1 where that interval contains zero
     theme: np.ndarray
     sentiment: np.ndarray
+    trend_score: np.ndarray  # the trend component (time-series momentum)
+    trend_daily: np.ndarray  # the same from the last completed daily close (trend exits)
+    vol_forecast: np.ndarray  # annualised EWMA volatility
+    data_ok: np.ndarray
     regime_id: np.ndarray
     regime_conf: np.ndarray
     regime_probs: np.ndarray  # (N, 5) in PROB_COLUMNS order
+    changepoint: np.ndarray  # P(changepoint within the window) of the market proxy (NaN: none)
     pyr: dict[str, np.ndarray] | None  # PPOPyramiding grid columns (+ do_predict), if any
     trend: np.ndarray  # trade-parameter agent inputs (learning.agents.trade_sim.pair_features)
     vol: np.ndarray
@@ -109,13 +136,13 @@ class _PairSeries:
         return self._last_i
 
 
-class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks, IStrategy):
+class AdvancedLearningStrategy(ChartHooks, SizingHooks, AllocationHooks, BrainHooks, FreqAIHooks,
+                               IStrategy):
     """Rule-based core of AdvancedLearning; the learning tiers plug into it."""
 
     INTERFACE_VERSION = 3
     timeframe = "5m"
     can_short = False
-    startup_candle_count = WARMUP_CANDLES
     process_only_new_candles = True
     use_exit_signal = True
     exit_profit_only = False
@@ -160,6 +187,8 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         self.guard = RiskGuard(self.learning.risk)
         self.position_adjustment_enable = self.learning.pyramiding.enabled
         self.max_entry_position_adjustment = self.learning.pyramiding.max_adds
+        if self.learning.sizing.agent == "allocator":  # rebalancing adds and trims, unlimited
+            self.position_adjustment_enable, self.max_entry_position_adjustment = True, -1
         self._series: dict[str, _PairSeries] = {}
         self._equity: float | None = None
         self._start_balance: float | None = None
@@ -173,6 +202,8 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         self._guard_history: deque[tuple[int, float, float, float, int]] = deque(
             maxlen=20_000 if self._live else None)
         self._trim_to: dict[int, float | None] = {}  # trade id -> stake to trim back to
+        self._plans: dict[int, ExitPlan | None] = {}  # trade id -> exit plan (profiles)
+        self._cp_trimmed: set[int] = set()  # trades trimmed in the current changepoint alarm
         self._last_loop: datetime | None = None  # backtests: the last candle's bot loop
         self._run_pending = False  # rebuild the learning state before the next candle
         self._run_end: datetime | None = None  # backtests: the end of the timerange
@@ -180,14 +211,40 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         self._init_brain()
         self._waiting = PendingEntries(self.store, persist=self._live)
         self._init_charts()
-        # The regime detector reads informative candles; freqtrade loads startup_candle_count
-        # candles of the main timeframe before a backtest (and at most 5 x 1000 live), so the
-        # history it needs is requested up to that limit. With less, regimes start UNKNOWN.
-        det = self.learning.regime.detector
-        need = (det.warmup_candles + det.min_fit_candles + det.refit_every) * _minutes(
-            det.timeframe) // _minutes(self.timeframe)
-        self.startup_candle_count = max(WARMUP_CANDLES, min(need, 4_900)) \
-            if self.learning.regime.enabled else WARMUP_CANDLES
+        # freqtrade applies the config's timeframe after __init__, so the start-up history is
+        # computed when it is asked for (see the property); a value in the config still wins.
+        self._startup_override: int | None = config.get("startup_candle_count")
+
+    # ------------------------------------------------------------------ start-up history
+    @property
+    def startup_candle_count(self) -> int:  # type: ignore[override]
+        """Candles of history before the first traded candle, from durations and the timeframe
+        in force (freqtrade reads this after applying the config's ``timeframe``)."""
+        if self._startup_override is not None:
+            return int(self._startup_override)
+        return min(self.required_startup_candles(self.timeframe), MAX_STARTUP_CANDLES)
+
+    @startup_candle_count.setter
+    def startup_candle_count(self, value: int) -> None:
+        self._startup_override = int(value)
+
+    def required_startup_candles(self, timeframe: str) -> int:
+        """History every causal window needs at ``timeframe``: the TA-Lib indicators (in
+        candles), twice the theme and volatility windows, the volatility forecast's window, and
+        the regime detector's warm-up, first fit and first refit period (in its own timeframe's
+        candles)."""
+        tf = minutes_of(timeframe)
+        brain = self.learning.brain
+        need = [WARMUP_CANDLES, 2 * candles(brain.theme_window, timeframe),
+                2 * candles(brain.volatility_baseline, timeframe),
+                # the volatility forecast's window (four half-lives, ewma_volatility)
+                4 * candles(self.learning.sizing.vol_halflife, timeframe) + 1]
+        if self.learning.regime.enabled:
+            det = self.learning.regime.detector
+            minutes = (det.warmup_candles + det.min_fit_candles + det.refit_every) * minutes_of(
+                det.timeframe)
+            need.append(math.ceil(minutes / tf))
+        return max(need)
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -200,6 +257,15 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         if self._live:
             self._restore_risk_state()
             self._waiting.load(datetime.now(UTC))
+        runmode = getattr(self.config.get("runmode"), "value", self.config.get("runmode"))
+        if runmode == "backtest" and self.learning.regime.enabled:
+            self.check_informative_data()
+        if not self.use_exit_signal:
+            # freqtrade calls custom_exit only with use_exit_signal on: the guard's exits go.
+            logger.warning("AdvancedLearning: use_exit_signal is false in the config, so "
+                           "freqtrade never asks custom_exit: the daily-loss, drawdown and "
+                           "crisis exits (and the exit profiles) will NOT close positions; "
+                           "remove the setting to have them")
         # A backtest starts from a clean guard: it never loads state of a live run.
         self._start_learning()
         if self._persist:
@@ -245,6 +311,7 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         self._load_brain(start)
         self._init_router(start or datetime.now(UTC))
         self._init_sizing(start)
+        self._init_allocation(start)
 
     def _new_run(self) -> None:
         """Start a backtest again from what ``bot_start`` gave the first one.
@@ -256,8 +323,9 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         self.guard = RiskGuard(self.learning.risk)
         self.brain = Brain(self.learning)
         for book in (self._pending, self._pending_sizing, self._trade_learner, self._preselected,
-                     self._trim_to):
+                     self._trim_to, self._plans, self._shadow_last, self._cp_trimmed):
             book.clear()
+        self._shadow_book = None
         self._waiting = PendingEntries(self.store, persist=self._live)
         self._equity = self._equity_time = None
         self._closed_count, self._closed_sum = -1, 0.0
@@ -271,7 +339,8 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["store"] = self.store.root
-        for key in ("router", "agents", "_policy_agents", "_waiting"):
+        for key in ("router", "agents", "_policy_agents", "_waiting", "_allocators",
+                    "_alloc_panel"):
             state.pop(key, None)
         return state
 
@@ -281,6 +350,7 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         self.store = StateStore(root)
         self._waiting = PendingEntries(self.store, persist=False)  # hyperopt persists nothing
         self.router, self.agents, self._policy_agents = None, None, {}
+        self._allocators, self._alloc_panel = [], None
         self._run_pending = True
 
     def _backtest_start(self, end: bool = False) -> datetime | None:
@@ -330,6 +400,7 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
     def populate_indicators(self, dataframe: pd.DataFrame, metadata: dict) -> pd.DataFrame:
         pair = metadata["pair"]
         dataframe["score_ai"] = np.nan  # excluded from the weights unless a model predicts
+        dataframe["ai_lo"], dataframe["ai_hi"], dataframe["ai_abstain"] = np.nan, np.nan, 0
         if self.freqai_enabled:
             try:
                 dataframe = self.freqai.start(dataframe, metadata, self)
@@ -341,8 +412,19 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
                                "sizing)", pair, err, level=logging.ERROR)
             else:
                 dataframe["score_ai"] = self.ai_score(dataframe)
-        add_technical(dataframe)
+            self.ai_interval(dataframe)
+        add_technical(dataframe, candles(self.learning.brain.volatility_baseline,
+                                         self.timeframe))
         self.add_brain_columns(dataframe, pair)
+        trend_days = max(2, round(parse_duration(self.learning.brain.trend_window)
+                                  / timedelta(days=1)))
+        daily = self._frame(pair, "1d")
+        dataframe["score_trend"] = trend_score(dataframe["date"], dataframe["close"],
+                                               self.timeframe, daily, trend_days).to_numpy()
+        dataframe["trend_daily"] = trend_score(dataframe["date"], dataframe["close"],
+                                               self.timeframe, daily, trend_days,
+                                               daily_close=True).to_numpy()
+        dataframe["vol_forecast"] = self.volatility_forecast(dataframe)
         bad = int((~dataframe["data_ok"]).iloc[self.startup_candle_count:].sum())
         if bad:
             self._log_once(f"bad-rows-{pair}", "AdvancedLearning: %s has %d candles with NaN, "
@@ -353,15 +435,26 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         self._series[pair] = _PairSeries(
             # as_unit: pandas keeps the file's resolution (ms for feather); compare in ns.
             close_ns=(dates + step).dt.as_unit("ns").astype("int64").to_numpy(),
+            open=dataframe["open"].to_numpy(dtype="float64"),
+            high=dataframe["high"].to_numpy(dtype="float64"),
+            low=dataframe["low"].to_numpy(dtype="float64"),
             close=dataframe["close"].to_numpy(dtype="float64"),
             score=dataframe["score_technical"].to_numpy(dtype="float64"),
             atr_pct=dataframe["atr_pct"].to_numpy(dtype="float64"),
             ai=dataframe["score_ai"].to_numpy(dtype="float64"),
+            ai_lo=dataframe["ai_lo"].to_numpy(dtype="float64"),
+            ai_hi=dataframe["ai_hi"].to_numpy(dtype="float64"),
+            ai_abstain=dataframe["ai_abstain"].to_numpy(dtype="int64"),
             theme=dataframe["score_theme"].to_numpy(dtype="float64"),
             sentiment=dataframe["score_sentiment"].to_numpy(dtype="float64"),
+            trend_score=dataframe["score_trend"].to_numpy(dtype="float64"),
+            trend_daily=dataframe["trend_daily"].to_numpy(dtype="float64"),
+            vol_forecast=dataframe["vol_forecast"].to_numpy(dtype="float64"),
+            data_ok=dataframe["data_ok"].to_numpy(dtype=bool),
             regime_id=dataframe["regime_id"].to_numpy(dtype="int64"),
             regime_conf=dataframe["regime_confidence"].to_numpy(dtype="float64"),
             regime_probs=dataframe[list(self._prob_columns)].to_numpy(dtype="float64"),
+            changepoint=dataframe["changepoint_prob"].to_numpy(dtype="float64"),
             pyr={c: dataframe[c].to_numpy(dtype="float64") for c in dataframe.columns
                  if c.startswith("&-pyr_a_") or c == "do_predict"}
             if "&-pyr_flat_increase" in dataframe else None,
@@ -371,6 +464,19 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         self._add_guard_columns(dataframe, dates)
         self._add_decision_columns(dataframe, dates, pair)
         return dataframe
+
+    def volatility_forecast(self, dataframe: pd.DataFrame) -> np.ndarray:
+        """Annualised volatility forecast per candle: the FreqAI model's volatility head
+        (``&-s_vol``, the predicted standard deviation of returns per candle over its label
+        horizon) where it predicts (``do_predict == 1``), else the causal EWMA estimate."""
+        ewma = ewma_volatility(dataframe["close"], self.timeframe, pd.Timedelta(
+            parse_duration(self.learning.sizing.vol_halflife))).to_numpy()
+        if "&-s_vol" not in dataframe or "do_predict" not in dataframe:
+            return ewma
+        per_year = 365.0 * 1440.0 / minutes_of(self.timeframe)
+        model = dataframe["&-s_vol"].to_numpy(dtype="float64") * math.sqrt(per_year)
+        ok = (dataframe["do_predict"].to_numpy() == 1) & np.isfinite(model) & (model > 0)
+        return np.where(ok, model, ewma)
 
     def timeframe_to_td(self) -> timedelta:
         from freqtrade.exchange import timeframe_to_minutes
@@ -387,19 +493,30 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
                              or learning.router.enabled)
         could = self.brain.could_take(
             {c: dataframe[f"score_{c}"].to_numpy() for c in ("technical", "ai", "theme",
-                                                             "sentiment")},
+                                                             "sentiment", "trend")},
             (dataframe["regime_id"] == 0).to_numpy(), self.entry_threshold.value,
             fallback_possible)
         cash = (learning.risk.crisis_cash_only and learning.regime.enabled) & \
             (dataframe["regime_id"] == CRISIS_ID)
-        cond = dataframe["data_ok"] & could & ~cash
+        cp = learning.changepoint
+        alarm = (dataframe["changepoint_prob"].fillna(0.0) > cp.block_above) if cp.enabled \
+            else False
+        if self.allocating:  # every decision time is a candidate; the targets decide
+            could = self.decision_candles(dataframe["date"])
+        cond = dataframe["data_ok"] & could & ~cash & ~alarm
         dataframe.loc[cond, ["enter_long", "enter_tag"]] = (1, "candidate")
         self.tag_live_candidate(dataframe, metadata["pair"])
         return dataframe
 
     def populate_exit_trend(self, dataframe: pd.DataFrame, metadata: dict) -> pd.DataFrame:
-        cond = dataframe["data_ok"] & (dataframe["score_technical"] < self.exit_threshold.value)
-        dataframe.loc[cond, ["exit_long", "exit_tag"]] = (1, "score_exit")
+        # No exit_long: freqtrade skips custom_exit on a candle whose exit signal is set, so a
+        # signal there would hide the guard's risk exits (and the profiles' exits) behind an
+        # exit that confirm_trade_exit then refuses for SWING and RUNNER trades. The score's exit
+        # is taken in custom_exit, after the guard (``score_exit``); this column only shows
+        # where it would fire (charts).
+        dataframe["exit_long"] = 0
+        dataframe["score_exit"] = (dataframe["data_ok"] & (
+            dataframe["score_technical"] < self.exit_threshold.value)).astype("int8")
         return dataframe
 
     # ------------------------------------------------------------------ equity and guard
@@ -471,6 +588,10 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
     def crisis(self, now: datetime) -> bool:
         """Whether the market was in the CRISIS regime at the last closed candle."""
         return self.learning.regime.enabled and self.regime_now(now) == CRISIS_ID
+
+    def alarms(self, now: datetime) -> dict[str, Any]:
+        """The market-wide alarms the guard acts on: CRISIS and the changepoint level."""
+        return {"crisis": self.crisis(now), "changepoint": self.changepoint_level(now)}
 
     def _poll_control(self, now: datetime) -> None:
         """Apply new ``ftlearn halt/resume`` commands, save the guard, then acknowledge them
@@ -547,6 +668,7 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
                     else "CRISIS regime over: entries allowed again"))
             self._crisis_was = crisis
         self._record_guard(current_time, equity)
+        self.shadow_step(current_time)
         if self._run_end is not None and current_time + self.timeframe_to_td() >= self._run_end:
             self._save_charts()  # the backtest's last candle (a webserver backtest never exits)
         if events or before[0] != self.guard.state.day or self._live:
@@ -580,22 +702,39 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
         if equity is None:
             self._refuse_forced(pair, entry_tag, "equity unknown")
             return 0.0
+        if self.allocating:
+            stake = self.allocation_stake(pair, current_time, equity, min_stake, max_stake)
+            if not stake:
+                self._refuse_forced(pair, entry_tag, "the allocator's target for the pair is "
+                                    "below its minimum, or the guard refused it")
+            return stake
         decision = self.decide_entry(pair, current_time, entry_tag)
         if decision is None or not decision.take:
             self._refuse_forced(pair, entry_tag, "no analysed candle for the pair yet")
             return 0.0
         learned = decision.mode in ("learned", "cautious")  # a learner sized it
         share = decision.stake_share if learned else 1.0
-        allowance = self.guard.max_stake(equity) * self.initial_stake_share() * share
+        room = self.guard.max_stake(equity) * self.initial_stake_share()
+        allowance = room * share * self.vol_scale(pair, current_time)
+        budget = self.risk_budget(pair, current_time)
+        if budget is not None:
+            if budget.factor <= 0:
+                self._pending.pop(pair, None)
+                self._refuse_forced(pair, entry_tag, f"risk budget: correlation "
+                                    f"{budget.correlation:.2f} with {budget.with_pair}")
+                return 0.0
+            allowance *= budget.factor  # never above 1: a budget only lowers the stake
         desired = min(proposed_stake, allowance)
         if learned and self.agents is not None:
             params = self.size_with_agent(pair, current_time, equity, allowance,
                                           decision.learner, decision.scores, decision.policy)
             if params is not None:
+                # counted, so a fallback on every entry shows (ftlearn stats, bench report)
+                self.brain.count("sizing", "rule" if params["source"] == "rule" else "agent")
                 desired = min(proposed_stake, params["stake"])
                 self._pending_sizing[pair] = params
-        verdict = self.guard.check_stake(current_time, equity, desired, min_stake=min_stake,
-                                         crisis=self.crisis(current_time))
+        verdict = self.guard.check_stake(current_time, equity, min(desired, room),
+                                         min_stake=min_stake, **self.alarms(current_time))
         if not verdict:
             self._pending.pop(pair, None)
             self._refuse_forced(pair, entry_tag, ", ".join(map(describe, verdict.reasons)))
@@ -605,13 +744,60 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
             return 0.0
         return min(verdict.amount, max_stake)
 
+    def risk_budget(self, pair: str, now: datetime) -> Any:
+        """The portfolio risk budget of an entry on ``pair`` (``budget.enabled``): its stake
+        factor from the pairwise correlation cap with the open trades' pairs
+        (:func:`learning.brain.budget.correlation_budget`); None when off."""
+        cfg = self.learning.budget
+        if not cfg.enabled:
+            return None
+        from learning.brain.budget import correlation_budget
+
+        window = candles(cfg.window, self.timeframe, minimum=3)
+        rows = candles(cfg.min_history, self.timeframe, minimum=3)
+
+        def returns(p: str) -> pd.Series | None:
+            series = self._series.get(p)
+            i = series.last_closed(now) if series else -1
+            if i < 1:
+                return None
+            lo = max(0, i - window)
+            c = series.close[lo:i + 1]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r = np.diff(np.log(c))
+            return pd.Series(r, index=series.close_ns[lo + 1:i + 1])
+
+        mine = returns(pair)
+        open_pairs = sorted({t.pair for t in Trade.get_open_trades()} - {pair})
+        others = {p: r for p in open_pairs if (r := returns(p)) is not None}
+        if mine is None:
+            return None
+        frame = pd.concat({pair: mine, **others}, axis=1, join="inner")
+        budget = correlation_budget(frame[pair].to_numpy(),
+                                    {p: frame[p].to_numpy() for p in others}, cfg, rows)
+        if budget.reason in ("too_little_history", "singular_covariance"):
+            self._log_once(f"budget-{budget.reason}", "AdvancedLearning: risk budget: %s for "
+                           "%s at %s; falling back to inverse-volatility sizing", budget.reason
+                           .replace("_", " "), pair, now, level=logging.INFO)
+        elif budget.reason in ("correlation_cap", "refused"):
+            self.brain.count("budget", budget.reason)
+        return budget
+
+    def vol_scale(self, pair: str, now: datetime) -> float:
+        """Volatility targeting for ``pair`` now (:func:`vol_target_scale`); the forecast is
+        the EWMA of squared returns (``sizing.vol_halflife``)."""
+        series = self._series.get(pair)
+        i = series.last_closed(now) if series else -1
+        forecast = float(series.vol_forecast[i]) if i >= 0 else float("nan")
+        return vol_target_scale(self.learning.sizing.vol_target, forecast)
+
     def confirm_trade_entry(self, pair: str, order_type: str, amount: float, rate: float,
                             time_in_force: str, current_time: datetime, entry_tag: str | None,
                             side: str, **kwargs: Any) -> bool:
         if side != "long":
             return False
         equity = self._current_equity(current_time)
-        blocks = self.guard.blocks(current_time, self.crisis(current_time))
+        blocks = self.guard.blocks(current_time, **self.alarms(current_time))
         if equity is None or blocks:
             logger.info("AdvancedLearning: entry on %s vetoed: %s", pair,
                         ", ".join(blocks) or "equity unknown")
@@ -653,8 +839,16 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
             self._trim_to[trade.id] = None
             trade.set_custom_data("trim_to", None)
         p = self.learning.pyramiding
-        if self.guard.exit_reason(current_time, self.crisis(current_time)):
+        alarms = self.alarms(current_time)
+        if self.guard.exit_reason(current_time, **alarms):
             return None  # custom_exit closes the whole trade
+        cut = self.changepoint_cut(trade, alarms["changepoint"], current_rate)
+        if cut is not None:
+            return cut
+        if self.allocating:
+            return self.allocation_adjust(trade, current_time, current_rate,
+                                          self._current_equity(current_time), min_stake,
+                                          max_stake)
         rl = self.rl_adjustment(trade, current_time, current_profit, min_stake, max_stake,
                                 held=self.held_value(trade, current_rate))
         if rl is not NOT_RL:
@@ -676,10 +870,25 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
             if trade.nr_of_successful_entries else trade.stake_amount
         verdict = self.guard.check_stake(current_time, equity, first_stake * p.add_fraction,
                                          held=self.held_value(trade, current_rate),
-                                         min_stake=min_stake, crisis=self.crisis(current_time))
+                                         min_stake=min_stake, **self.alarms(current_time))
         if not verdict:
             return None
         return min(verdict.amount, max_stake), "add"
+
+    def changepoint_cut(self, trade: Trade, level: int, rate: float) -> tuple[float, str] | None:
+        """A changepoint alarm keeps ``changepoint.stake_factor`` of an open position: one trim
+        per trade and alarm (a candle without an alarm ends it)."""
+        if level < 1:
+            self._cp_trimmed.discard(trade.id)
+            return None
+        keep = self.learning.changepoint.stake_factor
+        if trade.id in self._cp_trimmed or keep >= 1.0:
+            return None
+        self._cp_trimmed.add(trade.id)
+        excess = trade.stake_amount * (1.0 - keep)
+        if excess <= 0 or not self._exit_possible(trade, excess, rate):
+            return None
+        return -excess, "changepoint_trim"
 
     @staticmethod
     def held_value(trade: Trade, rate: float) -> float:
@@ -709,16 +918,79 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, BrainHooks, FreqAIHooks,
 
     def custom_exit(self, pair: str, trade: Trade, current_time: datetime, current_rate: float,
                     current_profit: float, **kwargs: Any) -> str | None:
-        return self.guard.exit_reason(current_time, self.crisis(current_time)) or \
+        if self.allocating:
+            return self.guard.exit_reason(current_time, **self.alarms(current_time)) or \
+                self.allocation_exit(trade, current_time)
+        return self.guard.exit_reason(current_time, **self.alarms(current_time)) or \
             self.agent_exit(trade, current_time, current_profit) or \
-            self.rl_exit(trade, current_time, current_profit)
+            self.rl_exit(trade, current_time, current_profit) or \
+            self.profile_exit(trade, current_time, current_profit) or \
+            self.score_exit(trade, current_time)
+
+    def score_exit(self, trade: Trade, now: datetime) -> str | None:
+        """The score's exit: the technical score of the last closed candle below
+        ``exit_threshold`` ends SCALP trades and trades without a profile (a short-term call;
+        swings and trend runs exit by their profiles)."""
+        series = self._series.get(trade.pair)
+        i = series.last_closed(now) if series else -1
+        if i < 0 or not series.data_ok[i] or not series.score[i] < self.exit_threshold.value:
+            return None
+        plan = self.plan_of(trade)
+        return "score_exit" if plan is None or plan.profile == "SCALP" else None
+
+    def plan_of(self, trade: Trade) -> ExitPlan | None:
+        """The exit plan chosen at entry (exit profiles), None for trades without one."""
+        if trade.id not in self._plans:
+            raw = (trade.get_custom_data("decision") or {}).get("plan")
+            try:
+                self._plans[trade.id] = ExitPlan.from_dict(raw) if raw else None
+            except (KeyError, TypeError, ValueError):
+                self._plans[trade.id] = None
+        return self._plans[trade.id]
+
+    def profile_exit(self, trade: Trade, now: datetime, current_profit: float) -> str | None:
+        """Take profit, longest hold and trend exit of the trade's exit profile (its stops are
+        in ``custom_stoploss``). The agent's parameters, when it sized the trade, come first."""
+        plan = self.plan_of(trade)
+        if plan is None or self.params_of(trade):
+            return None
+        if current_profit >= plan.take_profit:
+            return "profile_take_profit"
+        if now - trade.open_date_utc >= plan.hold:
+            return "profile_hold_limit"
+        if plan.trend_exit:
+            series = self._series.get(trade.pair)
+            i = series.last_closed(now) if series else -1
+            if i >= 0 and series.trend_daily[i] < 0:
+                return "trend_exit"
+        return None
+
+    def confirm_trade_exit(self, pair: str, trade: Trade, order_type: str, amount: float,
+                           rate: float, time_in_force: str, exit_reason: str,
+                           current_time: datetime, **kwargs: Any) -> bool:
+        # The score's exit signal is a short-term call: it ends SCALP trades (and trades without
+        # a profile), not the swings and trend runs whose exits are their profiles'.
+        if exit_reason in ("exit_signal", "score_exit"):  # the tag replaces the reason
+            if self.allocating:
+                return False  # the allocator's targets decide the exits
+            plan = self.plan_of(trade)
+            return plan is None or plan.profile == "SCALP"
+        return True
 
     def custom_stoploss(self, pair: str, trade: Trade, current_time: datetime,
                         current_rate: float, current_profit: float, after_fill: bool,
                         **kwargs: Any) -> float | None:
+        if self.allocating:
+            return None  # the hard stoploss only: the allocator's targets decide the exits
         agent_stop = self.agent_stoploss(trade, current_profit)
         if agent_stop is not None:
             return agent_stop
+        plan = self.plan_of(trade)
+        if plan is not None:
+            stop_price = trade.open_rate * (1.0 - plan.stop)
+            if plan.trail > 0 and trade.max_rate:
+                stop_price = max(stop_price, float(trade.max_rate) * (1.0 - plan.trail))
+            return stoploss_from_absolute(stop_price, current_rate)
         series = self._series.get(pair)
         i = series.last_closed(current_time) if series else -1
         atr_pct = series.atr_pct[i] if i >= 0 else float("nan")

@@ -25,7 +25,7 @@ CFG = PyramidEnvConfig(tranches=4, max_position_pct=0.20)
 
 
 def _rl_config(**rl) -> dict:
-    return {"stake_amount": "unlimited", "freqai": {"rl_config": {
+    return {"stake_amount": "unlimited", "timeframe": "1h", "freqai": {"rl_config": {
         "max_training_drawdown_pct": 0.5, **rl}}}
 
 
@@ -249,6 +249,58 @@ def test_training_episodes_start_randomly_and_truncate_reproducibly():
         *_, terminated, truncated, _ = env.step(Action.HOLD)
         done, steps = terminated or truncated, steps + 1
     assert steps == 10 and truncated and not terminated
+
+
+def _round_trip_rewards(hold: int, reward: dict) -> tuple[list[float], PyramidEnv]:
+    env = _env([100.0] * (hold + 5), reward=reward)
+    env.reset()
+    rewards = [env.step(Action.INCREASE)[1]]
+    rewards += [env.step(Action.HOLD)[1] for _ in range(hold - 1)]
+    rewards.append(env.step(Action.CLOSE)[1])
+    return rewards, env
+
+
+def test_round_trip_rewards_sum_to_both_real_fees_without_penalties():
+    flat = {"drawdown_penalty": 0.0, "churn_penalty": 0.0, "short_hold_penalty": 0.0}
+    rewards, env = _round_trip_rewards(3, flat)
+    # 0.05 of equity bought and sold at a flat 100: entry and exit fee, nothing else
+    assert env.book.fees_paid == pytest.approx(2 * 0.05 * FEE, rel=1e-3)
+    assert sum(rewards) == pytest.approx(-100 * 2 * 0.05 * FEE, rel=1e-2)
+
+
+def test_sale_within_min_hold_pays_short_hold_penalty_falling_linearly_to_zero():
+    base = {"drawdown_penalty": 0.0, "churn_penalty": 0.0, "min_hold": "4h"}
+    costs = {}
+    for hold in (1, 2, 4, 6):  # candles of 1h between the entry and the close
+        free, _ = _round_trip_rewards(hold, {**base, "short_hold_penalty": 0.0})
+        paid, env = _round_trip_rewards(hold, {**base, "short_hold_penalty": 3.0})
+        costs[hold] = sum(free) - sum(paid)
+        assert env.tensorboard_metrics["actions"].get("short_hold_sale", 0) == (hold < 4)
+    sold = 0.05 / (1 - 0.05 * FEE)  # notional over equity before the sale
+    assert costs[1] == pytest.approx(100 * 3.0 * 2 * FEE * sold * (1 - 1 / 4), rel=1e-6)
+    assert costs[2] == pytest.approx(100 * 3.0 * 2 * FEE * sold * (1 - 2 / 4), rel=1e-6)
+    assert costs[4] == pytest.approx(0.0, abs=1e-12) and costs[6] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_decrease_within_min_hold_pays_for_the_tranche_sold_only():
+    reward = {"drawdown_penalty": 0.0, "churn_penalty": 0.0, "min_hold": "10h",
+              "short_hold_penalty": 1.0}
+    env = _env([100.0] * 8, reward=reward)
+    env.reset()
+    env.step(Action.INCREASE)
+    env.step(Action.INCREASE)
+    equity_before = env.book.equity(100.0)
+    sold = env.book.qty / 2 * 100.0
+    _, r, *_ = env.step(Action.DECREASE)  # two candles after the first entry
+    expected = (env.book.equity(100.0) - equity_before) / equity_before
+    assert r == pytest.approx(100 * (expected - 2 * FEE * sold / equity_before * (1 - 2 / 10)))
+
+
+def test_reward_config_refuses_a_min_hold_that_is_not_a_duration():
+    with pytest.raises(ConfigError, match="min_hold"):
+        _env([100] * 5, reward={"min_hold": 12})
+    with pytest.raises(ConfigError, match="min_hold"):
+        _env([100] * 5, reward={"min_hold": "12 hours"})
 
 
 def test_reward_config_refuses_unknown_key():

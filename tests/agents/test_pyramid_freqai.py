@@ -22,8 +22,14 @@ from learning.agents.pyramid_freqai import (
     grid_action,
     tranches_held,
 )
-from learning.agents.pyramid_policy import GridConfig, action_probs, grid_column, market_features
-from learning.core.errors import LearningError, StateError
+from learning.agents.pyramid_policy import (
+    GridConfig,
+    action_probs,
+    grid_column,
+    market_features,
+    young_candles,
+)
+from learning.core.errors import ConfigError, LearningError, StateError
 from learning.encoder.freqai import ohlcv_frame
 from learning.encoder.model import TSAMAE, EncoderConfig
 from learning.encoder.pretrain import save_checkpoint
@@ -394,6 +400,25 @@ def test_grid_action_holds_on_bad_rows():
     assert grid_action(row, 1, 0.0, GridConfig(pnl=(-0.05, 0.05))) == Action.HOLD
 
 
+def test_grid_action_reads_the_young_columns_for_a_young_trade():
+    grid = GridConfig(time_in_trade=24, young_time_in_trade="2h")
+    young = young_candles(grid, "1h")
+    assert young == 2
+    row = _row(**{"&-pyr_a_t1_p+0": 3.0, grid_column(1, 0.0, True): 0.0})
+    assert grid_action(row, 1, 0.0, grid, age=1, young=young) == Action.HOLD
+    assert grid_action(row, 1, 0.0, grid, age=12, young=young) == Action.HOLD, "closer to 2"
+    assert grid_action(row, 1, 0.0, grid, age=14, young=young) == Action.CLOSE, "closer to 24"
+    assert grid_action(row, 1, 0.0, grid, age=1) == Action.CLOSE, "no young grid: settled"
+    assert grid_action(row.drop(grid_column(1, 0.0, True)), 1, 0.0, grid, age=1,
+                       young=young) == Action.CLOSE, "model without young columns"
+
+
+def test_young_time_in_trade_must_be_younger_than_time_in_trade():
+    with pytest.raises(ConfigError, match="not younger"):
+        young_candles(GridConfig(time_in_trade=24, young_time_in_trade="1d"), "1h")
+    assert young_candles(GridConfig(), "5m") == 0
+
+
 def test_tranches_held_rounds_stake_to_tranches_within_the_cap():
     assert tranches_held(0.0, 10_000, 0.2, 4) == 0
     assert tranches_held(1_040.0, 10_000, 0.2, 4) == 2
@@ -418,7 +443,7 @@ def test_ppo_freqai_backtest_through_cli_trades_on_grid_columns(market_data_dir,
     user_dir.mkdir()
     overlay = tmp_path / "tiny.json"
     overlay.write_text(json.dumps({
-        "user_data_dir": str(user_dir), "exchange": {"pair_whitelist": [PAIR]},
+        "timeframe": "5m", "user_data_dir": str(user_dir), "exchange": {"pair_whitelist": [PAIR]},
         "strategy_path": str(ROOT / "tests/agents/pyramid_strategy"),
         "freqai": {"train_period_days": 10, "backtest_period_days": 7,
                    "model_training_parameters": {"n_steps": 256, "n_epochs": 2},

@@ -29,6 +29,7 @@ from learning.agents.trade_agent import (
     TradeLimits,
     TradeParamAgent,
     build_state,
+    churn_cost,
     decode_action,
     encode_params,
     loss_at_stop,
@@ -338,19 +339,35 @@ def test_online_learning_rate_scales_with_learner_speed():
 # -- reward -----------------------------------------------------------------------------------
 def test_reward_terms_by_hand():
     cfg = RewardConfig()
-    win = reward_terms(0.10, 0.15, 1.0, 0.0, {}, cfg)
+    win = reward_terms(0.10, 0.15, 1.0, 0.0, {}, cfg, days_held=1.0)
     assert win["return"] == pytest.approx(1.5) and win["downside"] == 0
+    assert win["churn"] == 0, "held past min_hold (4h): no churn penalty"
     assert win["conviction"] == pytest.approx(0.2) and win["total"] == pytest.approx(1.7)
-    loss = reward_terms(-0.05, 0.2, 0.5, 0.1, {"cash": 0.5}, cfg)
+    loss = reward_terms(-0.05, 0.2, 0.5, 0.1, {"cash": 0.5}, cfg, days_held=0.125)
     assert loss["return"] == pytest.approx(-1.0) and loss["downside"] == pytest.approx(-0.25)
+    # closed after 3 h of a 4 h min_hold: 1 round trip x 0.1 % x 0.2 of equity x (1 - 3/4)
+    assert loss["churn"] == pytest.approx(-1 * 2 * 0.001 * 0.2 * 0.25 / 0.01)
     assert loss["drawdown"] == pytest.approx(-20 * 0.01) and loss["violations"] == -0.5
-    assert loss["conviction"] == 0 and loss["total"] == pytest.approx(-1.95)
+    assert loss["conviction"] == 0 and loss["total"] == pytest.approx(-1.95 - 0.01)
     assert reward_terms(-10.0, 1.0, 1.0, 0.9)["total"] == -cfg.clip
     # Held 4 days against a 1-day horizon: the return counts √4 = 2 times less, like a Sharpe.
     slow = reward_terms(0.10, 0.15, 1.0, 0.0, {}, cfg, days_held=4.0)
     assert slow["return"] == pytest.approx(0.75)
     assert reward_terms(0.10, 0.15, 1.0, 0.0, {}, cfg, days_held=0.5)["return"] == pytest.approx(
         1.5)
+
+
+def test_churn_penalty_scales_with_fee_and_stake_and_vanishes_at_min_hold():
+    cfg = RewardConfig(short_hold_penalty=1.0, min_hold="1d")
+    at_entry = churn_cost(0.2, 0.0, 0.001, cfg)
+    assert at_entry == pytest.approx(2 * 0.001 * 0.2)
+    assert churn_cost(0.2, 0.5, 0.001, cfg) == pytest.approx(at_entry / 2)
+    assert churn_cost(0.2, 0.5, 0.002, cfg) == pytest.approx(at_entry)
+    assert churn_cost(0.2, 1.0, 0.001, cfg) == 0 == churn_cost(0.2, 3.0, 0.001, cfg)
+    assert churn_cost(0.2, 0.0, 0.001, RewardConfig(short_hold_penalty=0.0)) == 0
+    quick = reward_terms(0.01, 0.2, 0.5, 0.0, {}, cfg, days_held=0.0)
+    later = reward_terms(0.01, 0.2, 0.5, 0.0, {}, cfg, days_held=1.0)
+    assert quick["total"] < later["total"], "the same profit pays less when taken at once"
 
 
 # -- simulator --------------------------------------------------------------------------------

@@ -43,17 +43,24 @@ def test_variants_table_holds_full_ablations_and_baselines_with_the_agreed_keys(
     by_name = {v.name: v for v in BV.VARIANTS}
     assert [v.name for v in BV.VARIANTS if v.kind == "full"] == ["full"]
     full = by_name["full"].config_overlay["advanced_learning"]
-    assert full == {"sizing": {"agent": "ppo"}, "router": {"enabled": True}}, "every tier on"
-    # Each ablation switches exactly one tier off relative to full.
+    assert full == {}, "full is the shipped configuration"
+    assert by_name["full"].freqaimodel is None
+    # Each ablation switches exactly one tier (or feature) off relative to full; with_* turn on
+    # what is off by default.
     for name, change in (("no_regime", {"regime": {"enabled": False}}),
-                         ("no_bandit", {"bandit": {"enabled": False}}),
+                         ("with_bandit", {"bandit": {"enabled": True}}),
                          ("no_meta", {"meta": {"force_learner": "Balanced"}}),
-                         ("no_ppo", {"sizing": {"agent": "rule"}}),
-                         ("no_router", {"router": {"enabled": False}})):
+                         ("no_shadow", {"shadow": {"enabled": False}}),
+                         ("no_profiles", {"profiles": {"enabled": False}}),
+                         ("no_voltarget", {"sizing": {"vol_target": 0.0}}),
+                         ("with_ppo", {"sizing": {"agent": "ppo"}}),
+                         ("no_router", {"router": {"enabled": False}}),
+                         ("per_regime", {"regime": {"per_regime_learning": True}}),
+                         ("frozen", BV.FROZEN)):
         assert by_name[name].config_overlay == {"advanced_learning": BV.deep_merge(full, change)}
-    assert by_name["no_encoder"].freqaimodel == "LightGBMRegressor"
-    assert by_name["full"].freqaimodel == "TSAMAERegressor"
-    assert {"buy_and_hold", "sample_strategy", "freqai_lightgbm", "freqai_rl"} <= {
+    assert by_name["with_lightgbm"].freqaimodel == "LightGBMRegressor"
+    assert by_name["with_tsamae"].freqaimodel == "TSAMAERegressor"
+    assert {"buy_and_hold", "trend_rule", "sample_strategy", "freqai_lightgbm", "freqai_rl"} <= {
         v.name for v in BV.VARIANTS if v.kind == "baseline"}
     for v in BV.VARIANTS:
         for f in v.strategy_files:
@@ -174,11 +181,11 @@ def smoke_variants() -> list[BV.Variant]:
     left out of the CI run, plus two deliberately broken variants."""
     table = [dataclasses.replace(v, freqai_config=None) if v.freqaimodel == "TSAMAERegressor"
              else v for v in BV.VARIANTS]
-    no_encoder = next(v for v in table if v.name == "no_encoder")
+    lgbm = next(v for v in table if v.name == "with_lightgbm")
     return table + [
-        # Same strategy, model and FreqAI settings as no_encoder: reuses its predictions.
-        dataclasses.replace(no_encoder, name="no_encoder_no_bandit",
-                            config_overlay={"advanced_learning": {"bandit": {"enabled": False}}}),
+        # Same strategy, model and FreqAI settings as with_lightgbm: reuses its predictions.
+        dataclasses.replace(lgbm, name="with_lightgbm_bandit",
+                            config_overlay={"advanced_learning": {"bandit": {"enabled": True}}}),
         BV.Variant("broken_config", "AdvancedLearning",
                   {"advanced_learning": {"no_such_tier": {"enabled": False}}},
                   learning_section=True),
@@ -216,11 +223,11 @@ def test_bench_smoke_runs_every_available_variant_and_reports_broken_ones(market
             assert r.book.equity.iloc[-1] == pytest.approx(r.freqtrade["final_balance"])
             assert "--timerange" in r.command and "20250128-20250218" in r.command
     assert by_name["buy_and_hold"].metrics["exposure"] == 1.0
-    reused = by_name["no_encoder_no_bandit"]
+    reused = by_name["with_lightgbm_bandit"]
     assert any("reused from the cache" in n for n in reused.notes)
     log = Path(reused.log).read_text()
     assert "Found backtesting prediction file" in log and "Starting training" not in log
-    assert "Starting training" in Path(by_name["no_encoder"].log).read_text()
+    assert "Starting training" in Path(by_name["with_lightgbm"].log).read_text()
     assert by_name["freqai_lightgbm"].freqtrade["freqaimodel"] == "LightGBMRegressor"
     assert by_name["freqai_rl"].freqtrade["freqaimodel"] == "ReinforcementLearner"
 

@@ -49,10 +49,9 @@ def spec_for(market: Path, out: Path, **kw) -> B.BenchSpec:
 
 
 def rule_grid() -> list[BV.Variant]:
-    """AdvancedLearning's brain with rule sizing and no FreqAI model, and SampleStrategy."""
+    """AdvancedLearning as shipped (rule sizing, no FreqAI model), and SampleStrategy."""
     table = {v.name: v for v in BV.VARIANTS}
-    return [dataclasses.replace(table["no_ppo"], freqai_config=None),
-            table["sample_strategy"]]
+    return [table["full"], table["sample_strategy"]]
 
 
 def figures(result: B.BenchResult) -> dict[str, dict]:
@@ -84,7 +83,7 @@ def test_expand_orders_jobs_by_cell_with_full_first_and_unique_ids():
     jobs = G.expand([full, other], (0, 1), [G.Universe("u", PAIRS)],
                     [G.Period("a", RANGE), G.Period("b", "20250211-20250218")])
     assert len(jobs) == 8 and len({j.id for j in jobs}) == 8
-    assert jobs[0].id == "a.u.s0.full" and jobs[1].id == "a.u.s0.no_regime"
+    assert jobs[0].id == "a.u.s0.full" and jobs[1].id == f"a.u.s0.{other.name}"
     assert [j.cell for j in jobs[::2]] == ["a.u.s0", "a.u.s1", "b.u.s0", "b.u.s1"]
 
 
@@ -223,7 +222,7 @@ def test_two_workers_give_the_same_figures_as_one(market, tmp_path, serial_run):
         r.reason for r in serial_run.results]
     assert figures(parallel) == figures(serial_run)
     by_id = {r.job_id: r for r in serial_run.results}
-    assert by_id["main.main.s0.no_ppo"].metrics != by_id["main.main.s1.no_ppo"].metrics, \
+    assert by_id["main.main.s0.full"].metrics != by_id["main.main.s1.full"].metrics, \
         "the job seed must reach the brain's sampler"
 
 
@@ -231,7 +230,7 @@ def test_two_workers_give_the_same_figures_as_one(market, tmp_path, serial_run):
 def test_wallet_equity_agrees_with_a_ledger_rebuilt_from_the_fills(market, serial_run):
     from freqtrade.data.btanalysis import load_backtest_data
 
-    r = next(x for x in serial_run.results if x.job_id == "main.main.s0.no_ppo")
+    r = next(x for x in serial_run.results if x.job_id == "main.main.s0.full")
     assert r.metrics["trades"] > 5
     start, end = B.parse_timerange(RANGE)
     closes, _ = B.closes_frame(market, PAIRS, "5m", start, end)
@@ -262,7 +261,7 @@ def test_ray_local_instance_gives_the_process_pool_s_figures(market, tmp_path, s
         backend.shutdown()
     def own(figs: dict) -> dict:  # the deflated Sharpe depends on the other variants of a cell
         return {job: {k: v for k, v in m.items() if not k.startswith("dsr")}
-                for job, m in figs.items() if job.endswith("no_ppo")}
+                for job, m in figs.items() if job.endswith(".full")}
 
     assert len(result.results) == 2 and own(figures(result)) == own(figures(serial_run))
     for r in result.results:  # the job folders came back into the driver's layout
@@ -285,7 +284,7 @@ def test_a_failed_job_is_reported_with_its_log_tail_and_the_others_run(market, t
 def test_killed_bench_loses_at_most_the_job_in_flight_and_resume_finishes(market, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "learning.cli", "bench", "--datadir", str(market), "--pairs",
-           *PAIRS, "--timerange", RANGE, "--only", "sample_strategy", "--seeds", "0,1,2",
+           *PAIRS, "--timerange", RANGE, "--timeframe", "5m", "--only", "sample_strategy", "--seeds", "0,1,2",
            "--workers", "1", "--out", str(out), "--quick"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,

@@ -84,6 +84,29 @@ def test_exit_breakdown_counts_reasons_by_frequency_with_mean_profit_and_median_
     assert math.isnan(empty["median_hold_minutes"]) and empty["by_exit_reason"] == {}
 
 
+def test_fee_share_of_gross_is_fees_over_the_pre_fee_gains_of_gaining_trades():
+    # net profits and fees of three trades: +8 (fees 2), -3 (fees 2: gross -1), -1 (fees 2: +1)
+    share = M.fee_share_of_gross([8.0, -3.0, -1.0], [2.0, 2.0, 2.0])
+    assert share == pytest.approx(6.0 / (10.0 + 1.0))
+    assert M.fee_share_of_gross([-5.0, -1.0], [1.0, 1.0]) != M.fee_share_of_gross(
+        [-5.0, -1.0], [1.0, 1.0])  # NaN: nothing gained before fees
+    trades = pd.DataFrame({"exit_reason": ["a", "b"], "profit_ratio": [0.01, -0.01],
+                           "profit_abs": [8.0, -3.0], "trade_duration": [60, 120]})
+    out = M.exit_breakdown(trades, [2.0, 2.0])
+    assert out["fee_share_of_gross"] == pytest.approx(4.0 / 10.0)
+
+
+def test_trade_fees_charge_entries_at_fee_open_and_exits_at_fee_close():
+    trades = pd.DataFrame({"fee_open": [0.001], "fee_close": [0.002], "orders": [[
+        {"amount": 2.0, "safe_price": 100.0, "ft_is_entry": True},
+        {"amount": 1.0, "safe_price": 110.0, "ft_is_entry": True},
+        {"amount": 3.0, "safe_price": 120.0, "ft_is_entry": False},
+        {"amount": 0.0, "safe_price": 99.0, "ft_is_entry": False}]]})
+    fees = M.trade_fees(trades)
+    assert fees.tolist() == pytest.approx([0.2 + 0.11 + 0.72])
+    assert M.fees_paid(trades) == pytest.approx(1.03)
+
+
 def test_profit_factor_without_losses_is_inf_and_without_trades_nan():
     assert M.profit_factor([1.0, 2.0]) == math.inf
     assert math.isnan(M.profit_factor([]))

@@ -64,3 +64,16 @@ def test_sentiment_uses_funding_when_given():
     btc = make_ohlcv(1500, seed=5, freq="1h")
     funding = pd.DataFrame({"date": btc["date"], "funding_rate": 0.002})
     assert (sentiment_score(btc, funding) - sentiment_score(btc)).dropna().mean() > 0.05
+
+
+def test_volatility_forecast_depends_only_on_its_window_and_not_on_where_data_starts():
+    from learning.brain.components import ewma_volatility
+
+    close = make_ohlcv(1500, seed=9, freq="1h")["close"]
+    full = ewma_volatility(close, "1h", pd.Timedelta(days=3))
+    late = ewma_volatility(close.iloc[400:].reset_index(drop=True), "1h", pd.Timedelta(days=3))
+    window = 4 * 72
+    np.testing.assert_allclose(full.iloc[400 + window:].to_numpy(),
+                               late.iloc[window:].to_numpy(), rtol=1e-12)
+    assert full.iloc[: window // 2].isna().all(), "NaN until half the window holds returns"
+    assert ewma_volatility(close.iloc[:50], "5m", pd.Timedelta(days=3)).isna().all()

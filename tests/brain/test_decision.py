@@ -37,6 +37,22 @@ def test_bandit_disabled_gives_equal_weights():
     assert set(d.weights.values()) == {round(1 / 3, 4)}
 
 
+def test_a_component_left_out_of_the_list_counts_neither_with_nor_without_the_bandit():
+    scores = {**STRONG, "trend": -0.9}
+    for enabled in (False, True):
+        without = brain(bandit={"enabled": enabled, "params": {
+            "components": ["technical", "ai", "theme", "sentiment"]}})
+        d = without.decide(T0, "BTC/USDT", scores, "CHOPPY", 0.5, 0, 0.3)
+        assert set(d.weights) == {"technical", "theme", "sentiment"}, enabled
+        assert d.overall > 0.7, "the strongly negative trend score does not pull it down"
+        d = brain(bandit={"enabled": enabled}).decide(T0, "BTC/USDT", scores, "CHOPPY", 0.5, 0,
+                                                      0.3)
+        assert "trend" in d.weights and d.overall < 0.6, enabled
+        take, overall, _ = without.shadow_decision("Balanced", scores, "CHOPPY", 0.3,
+                                                   np.random.default_rng(0))
+        assert overall > 0.7, enabled
+
+
 def test_regime_disabled_decides_as_unknown():
     d = brain(regime={"enabled": False}).decide(T0, "BTC/USDT", STRONG, "CRISIS", 0.9, 0, 0.3)
     assert d.regime == "UNKNOWN"
@@ -94,16 +110,22 @@ def test_non_finite_scores_are_left_out_and_none_left_means_skip():
     assert not d.take and d.weights == {}
 
 
-def test_learning_pauses_while_rolling_sharpe_is_negative():
-    b = brain(brain={"breaker_trades": 5})
-    d = b.decide(T0, "BTC/USDT", STRONG, "CHOPPY", 0.5, 0.0, 0.3).to_dict()
+def test_negative_rolling_sharpe_cuts_risk_and_learning_goes_on():
+    b = brain(brain={"breaker_trades": 5}, meta={"force_learner": "Balanced"})
+    calm = b.decide(T0, "BTC/USDT", STRONG, "CHOPPY", 0.5, 0.0, 0.3)
+    d = calm.to_dict()
     for i in range(5):
         b.record_close(T0 + timedelta(hours=i), "BTC/USDT", d, -0.01 - 0.001 * i)
-    assert b.learning_paused()
+    assert b.risk_cut()
     before = b.meta.to_state()
     result = b.record_close(T0 + timedelta(hours=9), "BTC/USDT", d, 0.02)
-    assert result["learning_paused"] and b.meta.to_state() == before
-    assert b.report()["circuit_breakers"]["learning_paused"]
+    assert result["risk_cut"] and b.meta.to_state() != before, "the posteriors still learn"
+    cut = b.decide(T0 + timedelta(hours=10), "BTC/USDT", STRONG, "CHOPPY", 0.5, 0.0, 0.3)
+    assert cut.risk_cut and not calm.risk_cut
+    assert np.isclose(cut.threshold, calm.threshold * 1.25, atol=1e-3)
+    assert np.isclose(cut.stake_share, calm.stake_share * 0.5)
+    assert b.report()["circuit_breakers"]["risk_cut"]
+    assert b.report()["learning_events"]["meta"]["real"] == 6
 
 
 def test_trade_the_brain_never_saw_open_is_recorded_without_crashing():
@@ -127,6 +149,18 @@ def test_state_round_trip_reproduces_the_next_decisions():
         da = a.decide(later, "SOL/USDT", STRONG, "CHOPPY", 0.5, 0.0, 0.3)
         db = b.decide(later, "SOL/USDT", STRONG, "CHOPPY", 0.5, 0.0, 0.3)
         assert da == db
+
+
+def test_pooled_learning_shares_one_posterior_across_regimes():
+    b = brain(regime={"per_regime_learning": False}, meta={"force_learner": "Balanced"})
+    d = b.decide(T0, "BTC/USDT", STRONG, "BULL_MOMENTUM", 0.9, 0.0, 0.3).to_dict()
+    assert d["regime"] == "BULL_MOMENTUM", "the decision still names the regime"
+    b.record_close(T0 + timedelta(hours=5), "BTC/USDT", d, 0.04)
+    assert set(b.meta.state.arms) == {"ALL"}
+    expected, evidence = b.meta.expected_return("ALL", "Balanced")
+    assert expected > 0 and evidence == 1.0
+    later = b.decide(T0 + timedelta(hours=6), "BTC/USDT", STRONG, "CHOPPY", 0.9, 0.0, 0.3)
+    assert later.expected == round(expected, 6), "CHOPPY decides on the pooled evidence"
 
 
 def test_could_take_with_every_taken_decision_is_true():
@@ -161,3 +195,25 @@ def test_could_take_with_only_sentiment_barely_above_threshold_is_false():
     assert list(could) == [False, True]
     cautious = b.could_take(scores, np.array([False, True]), 0.3, fallback_possible=False)
     assert list(cautious) == [False, False], "UNKNOWN: Conservative's 0.45 bar"
+
+
+def test_explanation_contributions_sum_to_the_overall_score():
+    import re
+
+    b = brain()
+    for i, scores in enumerate(({"technical": 0.9, "ai": -0.2, "theme": 0.8, "sentiment": 0.1,
+                                 "trend": 0.4},
+                                {"technical": -0.3, "ai": None, "theme": 0.05, "sentiment": 0.7,
+                                 "trend": -0.6})):
+        d = b.decide(T0 + timedelta(hours=i), "ETH/USDT", scores, "CHOPPY", 0.5, 0.0, 0.3,
+                     context={"changepoint": 0.12, "ai_interval": (-0.004, 0.006),
+                              "ai_abstained": scores["ai"] is None})
+        assert abs(sum(d.contributions.values()) - d.overall) <= 1e-4 + 1e-6 * len(scores)
+        assert set(d.contributions) == set(d.weights)
+        terms = [float(x) for x in re.findall(r"[a-z]+ ([+-]\d\.\d\d)", d.explanation)]
+        total = float(re.search(r"= ([+-]\d\.\d\d)", d.explanation).group(1))
+        assert abs(sum(terms) - total) <= 0.005 * len(terms) + 0.005, d.explanation
+        assert "BOCD 0.12" in d.explanation
+        assert ("ai abstained (interval [-0.40%, +0.60%])" in d.explanation) == (
+            scores["ai"] is None)
+    assert b.recent_decisions()[-1]["explanation"] == d.explanation

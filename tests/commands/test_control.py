@@ -26,7 +26,7 @@ STRONG = {"technical": 0.9, "ai": None, "theme": 0.8, "sentiment": 0.7}
 @pytest.fixture
 def setup(tmp_path):
     overlay = tmp_path / "overlay.json"
-    overlay.write_text(json.dumps({"user_data_dir": str(tmp_path)}))
+    overlay.write_text(json.dumps({"timeframe": "5m", "user_data_dir": str(tmp_path)}))
     cli = ["-c", str(ROOT / "config.json"), "-c", str(overlay), "--runmode", "backtest"]
     return make_strategy(tmp_path), cli
 

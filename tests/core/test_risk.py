@@ -233,3 +233,34 @@ def test_halts_trip_exactly_when_thresholds_are_crossed(moves):
             assert g.daily_halted(now)
         if "daily_loss_limit" in events:
             assert equity <= day_open * 0.98 + 1e-9
+
+
+def test_drawdown_halt_holds_until_reset_without_a_cool_off():
+    g = guard()
+    g.observe(T0, 10_000)
+    assert "max_drawdown" in g.observe(T0 + timedelta(hours=1), 8_400)
+    g.observe(T0 + timedelta(days=400), 8_500)
+    assert g.state.drawdown_halt, "live default: only a manual reset lifts it"
+
+
+def test_drawdown_halt_with_reset_after_lifts_after_the_cool_off_and_restarts_the_peak():
+    g = guard(reset_after="30d")
+    g.observe(T0, 10_000)
+    g.observe(T0 + timedelta(hours=1), 8_400)
+    g.observe(T0 + timedelta(days=29), 8_300)
+    assert g.state.drawdown_halt, "not before 30 days"
+    events = g.observe(T0 + timedelta(days=30, hours=1), 8_200)
+    assert events == ["drawdown_cool_off"] and not g.state.drawdown_halt
+    assert g.state.peak_equity == 8_200
+    assert g.state.events[-1]["kind"] == "drawdown_cool_off"
+
+
+def test_changepoint_alarm_blocks_at_level_one_and_exits_at_level_two():
+    g = RiskGuard(RiskConfig())
+    now = datetime(2025, 1, 2, tzinfo=UTC)
+    assert g.blocks(now, changepoint=0) == ()
+    assert g.blocks(now, changepoint=1) == ("changepoint_alarm",)
+    assert g.exit_reason(now, changepoint=1) is None
+    assert g.exit_reason(now, changepoint=2) == "risk_changepoint"
+    assert not g.check_stake(now, 1000.0, 50.0, changepoint=1)
+    assert g.check_stake(now, 1000.0, 50.0, changepoint=0).amount == 50.0

@@ -46,7 +46,7 @@ def run_backtest(exchange, market_data_dir, tmp_path, learning_overrides: dict):
     base = json.loads((ROOT / "config.json").read_text())["advanced_learning"]
     for key, value in learning_overrides.items():
         base[key] = {**base.get(key, {}), **value}
-    overlay.write_text(json.dumps({"user_data_dir": str(user_dir), "dry_run_wallet": START,
+    overlay.write_text(json.dumps({"timeframe": "5m", "user_data_dir": str(user_dir), "dry_run_wallet": START,
                                    "exchange": {"pair_whitelist": PAIRS},
                                    "advanced_learning": base}))
     run = freqtrade_backtest(configs=[ROOT / "config.json", overlay], overlay=exchange.overlay,

@@ -41,7 +41,7 @@ def test_backtest_view_pair_history_carries_the_runs_decisions(market_data_dir, 
     port = free_port()
     overlay = tmp_path / "overlay.json"
     overlay.write_text(json.dumps({
-        "user_data_dir": str(user_dir),
+        "timeframe": "5m", "user_data_dir": str(user_dir),
         "exchange": {"pair_whitelist": PAIRS},
         "api_server": {"enabled": True, "listen_ip_address": "127.0.0.1", "listen_port": port,
                        "username": AUTH[0], "password": AUTH[1], "jwt_secret_key": "y" * 40}}))

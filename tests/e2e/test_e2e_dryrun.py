@@ -122,7 +122,7 @@ def bot(market_data_dir, tmp_path):
         port = free_port()
         test_cfg = tmp_path / "dryrun.json"
         test_cfg.write_text(json.dumps({
-            "user_data_dir": str(user_dir),
+            "timeframe": "5m", "user_data_dir": str(user_dir),
             "db_url": f"sqlite:///{tmp_path / 'trades.sqlite'}",
             "dry_run": True,
             "force_entry_enable": True,

@@ -20,7 +20,7 @@ def test_tsamae_freqai_backtest_trains_per_window_and_predicts(market_data_dir, 
     user_dir.mkdir()
     overlay = tmp_path / "tiny.json"
     overlay.write_text(json.dumps({
-        "user_data_dir": str(user_dir),
+        "timeframe": "5m", "user_data_dir": str(user_dir),
         "exchange": {"pair_whitelist": ["BTC/USDT"]},
         "freqai": {"train_period_days": 10, "backtest_period_days": 7,
                    "model_training_parameters": {"train": {"epochs": 1,

@@ -22,7 +22,7 @@ def run_hyperopt(exchange, datadir, tmp_path, jobs: int) -> dict[float, dict]:
     user_dir = tmp_path / f"user_data_j{jobs}"
     user_dir.mkdir()
     overlay = tmp_path / f"overlay_j{jobs}.json"
-    overlay.write_text(json.dumps({"user_data_dir": str(user_dir)}))
+    overlay.write_text(json.dumps({"timeframe": "5m", "user_data_dir": str(user_dir)}))
     cmd = [*freqtrade_command(), "hyperopt", "--config", str(ROOT / "config.json"),
            "--config", str(exchange.overlay), "--config", str(overlay), "--strategy",
            "AdvancedLearning", "--datadir", str(datadir), "--timerange", TIMERANGE,

@@ -20,7 +20,7 @@ def test_pyramiding_agent_adjusts_positions_through_the_guard(market_data_dir, t
     user_dir.mkdir()
     overlay = tmp_path / "tiny.json"
     overlay.write_text(json.dumps({
-        "user_data_dir": str(user_dir), "exchange": {"pair_whitelist": ["BTC/USDT"]},
+        "timeframe": "5m", "user_data_dir": str(user_dir), "exchange": {"pair_whitelist": ["BTC/USDT"]},
         "freqai": {"train_period_days": 10, "backtest_period_days": 7,
                    "model_training_parameters": {"n_steps": 256, "n_epochs": 2},
                    "rl_config": {"train_cycles": 1, "net_arch": [32, 32]}}}))
@@ -33,7 +33,10 @@ def test_pyramiding_agent_adjusts_positions_through_the_guard(market_data_dir, t
     preds = sorted((user_dir / "models/advl-ppo-v1/backtesting_predictions").glob("*.feather"))
     frame = pd.concat(pd.read_feather(p) for p in preds)
     grid = [c for c in frame.columns if c.startswith("&-pyr_a_t") and not c.endswith(("_mean", "_std"))]
-    assert "&-pyr_flat_increase" in frame and len(grid) == 1 + 4 * 3, "flat + 4 tranches x 3"
+    young = [c for c in grid if c.endswith("_young")]
+    # configs/freqai-ppo.json queries every held state at two times in trade (young_time_in_trade)
+    assert "&-pyr_flat_increase" in frame and len(young) == 4 * 3, "4 tranches x 3, young"
+    assert len(grid) == 1 + 2 * 4 * 3, "flat + 4 tranches x 3 buckets x 2 ages"
     trades = run.trades("AdvancedLearning")
     assert len(trades) > 0
     tags = {o.get("ft_order_tag") for orders in trades["orders"] for o in orders}

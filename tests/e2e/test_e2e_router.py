@@ -27,7 +27,7 @@ def test_backtest_with_two_registered_policies_records_outcomes_for_both(market_
                     "--path", str(ROOT / "config.json"), "--db", str(main_db)]) == 0
     overlay = tmp_path / "router.json"
     overlay.write_text(json.dumps({
-        "user_data_dir": str(user_dir),
+        "timeframe": "5m", "user_data_dir": str(user_dir),
         "advanced_learning": {"router": {"enabled": True,
                                          "params": {"new_policy_floor": 0.3,
                                                     "floor_trades": 1000}}},
@@ -45,7 +45,17 @@ def test_backtest_with_two_registered_policies_records_outcomes_for_both(market_
     report = {r.name: r for r in router.report(np.random.default_rng(0))}
     assert set(report) == {"rules-v1", "brain-v1"}
     assert report["rules-v1"].trades > 0 and report["brain-v1"].trades > 0
-    assert report["rules-v1"].trades + report["brain-v1"].trades == len(trades)
+    # Every closed trade is one real outcome (weight 1) of the policy that decided it; the
+    # shadow outcomes of both policies count a fraction each on top.
+    import sqlite3
+
+    with sqlite3.connect(bt_db) as conn:
+        real = dict(conn.execute(
+            "SELECT p.name, COUNT(*) FROM outcomes o JOIN policies p ON p.id = o.policy_id "
+            "WHERE o.weight = 1.0 GROUP BY p.name").fetchall())
+        shadow = conn.execute("SELECT COUNT(*) FROM outcomes WHERE weight < 1.0").fetchone()[0]
+    assert sum(real.values()) == len(trades) and real.get("rules-v1", 0) > 0
+    assert shadow > len(trades)
     # The live registry only holds the two registrations, no outcomes.
     live = {r.name: r.trades for r in Router(main_db, create=False).report(
         np.random.default_rng(0))}

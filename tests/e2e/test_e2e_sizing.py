@@ -20,7 +20,7 @@ def test_agents_trained_before_the_backtest_size_its_trades_within_the_cap(marke
     user_dir = tmp_path / "user_data"
     user_dir.mkdir()
     overlay = tmp_path / "ppo.json"
-    overlay.write_text(json.dumps({"user_data_dir": str(user_dir),
+    overlay.write_text(json.dumps({"timeframe": "5m", "user_data_dir": str(user_dir),
                                    "advanced_learning": {"sizing": {"agent": "ppo"}}}))
     cfg = ["-c", str(ROOT / "config.json"), "-c", str(overlay)]
     assert ftlearn(["train-agents", *cfg, "--runmode", "backtest", "--datadir",

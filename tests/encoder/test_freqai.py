@@ -92,7 +92,9 @@ def test_train_then_predict_on_following_candles_predicts_every_row(tmp_path):
     assert dk.data["labels_std"]["&-anomaly"] > 0
     assert np.isfinite(dk.data["extra_returns_per_train"]["tsamae_val_loss"])
     pred, do_predict = model.predict(test_df, dk)
-    assert list(pred.columns) == LABELS and len(pred) == len(test_df)
+    # the labels, then the window's conformal calibration widths (learning.encoder.conformal)
+    assert list(pred.columns)[:len(LABELS)] == LABELS and len(pred) == len(test_df)
+    assert all(c.startswith("&-cq_") for c in pred.columns[len(LABELS):])
     # The training tail completes the first windows: nothing to abstain on.
     assert do_predict.tolist() == [1] * len(test_df)
     assert (pred["&-anomaly"] > 0).all() and pred["&-s_vol"].std() > 0
@@ -108,7 +110,7 @@ def test_predict_without_history_abstains_on_rows_lacking_a_window(tmp_path):
     w = TINY["window"]
     assert not do_predict[:w].any() and do_predict[w:100].all()
     assert not do_predict[100:100 + w + 1].any()  # every window holding the NaN close
-    assert (pred.loc[do_predict == 0] == 0).all().all()
+    assert (pred.loc[do_predict == 0, LABELS] == 0).all().all()
 
 
 def test_predict_on_fewer_candles_than_one_window_abstains_everywhere_with_a_log_line(

@@ -316,7 +316,7 @@ def test_open_with_v1_schema_migrates_and_keeps_data(db: Path) -> None:
     _v1_file(db)
     router = Router(db)
     conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
     assert [(p.name, p.status, p.champion, p.retired_reason) for p in router.policies()] == [

@@ -106,7 +106,8 @@ def test_entry_candidates_with_no_learner_able_to_pass_or_crisis_are_not_marked(
     chop, crisis = REGIME_IDS[Regime.CHOPPY], REGIME_IDS[Regime.CRISIS]
     df = pd.DataFrame({"score_technical": [-1.0, 0.5, 0.5], "score_ai": np.nan,
                        "score_theme": [-1.0, 0.0, 0.0], "score_sentiment": [0.32, 0.0, 0.0],
-                       "regime_id": [chop, chop, crisis], "data_ok": True})
+                       "score_trend": np.nan, "regime_id": [chop, chop, crisis],
+                       "data_ok": True})
     out = s.populate_entry_trend(df, {"pair": PAIR})
     assert list(out["enter_long"].fillna(0)) == [0, 1, 0]
 

@@ -242,3 +242,24 @@ def test_plot_config_shows_the_freqai_model_outputs_when_freqai_is_on(strategy):
     assert set(s.plot_config["subplots"]["FreqAI"]) == {"&-s_return", "&-anomaly"}
     s.config["freqai"]["enabled"] = False
     assert "FreqAI" not in s.plot_config["subplots"]
+
+
+def test_score_exit_comes_from_custom_exit_after_the_guard_never_from_the_exit_signal(strategy):
+    # freqtrade does not call custom_exit on a candle whose exit signal is set: a signal there
+    # would hide the guard's exits behind one that confirm_trade_exit refuses for swing trades.
+    s, frames = strategy
+    df = s.populate_indicators(frames[("BTC/USDT", "5m")].copy(), {"pair": "BTC/USDT"})
+    df = s.populate_exit_trend(df, {"pair": "BTC/USDT"})
+    assert (df["exit_long"] == 0).all()
+    low = df.index[(df["score_exit"] == 1)]
+    high = df.index[(df["score_exit"] == 0) & df["data_ok"]]
+    assert len(low) and len(high), "the random walk must have candles on both sides"
+    step = timedelta(minutes=5)
+    at = lambda i: pd.Timestamp(df["date"].iloc[i]).to_pydatetime() + step  # noqa: E731
+    s._init_sizing(None)  # what bot_start does (config.json: rule sizing)
+    trade = Trade()  # no exit profile: the score's exit applies
+    trade.open_date_utc = at(0)
+    assert s.custom_exit("BTC/USDT", trade, at(low[-1]), 1.0, 0.0) == "score_exit"
+    assert s.custom_exit("BTC/USDT", trade, at(high[-1]), 1.0, 0.0) is None
+    s.guard.state.drawdown_halt = True
+    assert s.custom_exit("BTC/USDT", trade, at(low[-1]), 1.0, 0.0) == "risk_max_drawdown"
