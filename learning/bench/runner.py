@@ -422,7 +422,9 @@ def run_measured(cmd: Sequence[str], log_path: Path, cwd: Path = REPO_ROOT,
     """Run ``cmd`` with its output in ``log_path``: wall time, and CPU time and peak RSS of
     that command alone (``os.wait4`` in a small launcher; NaN when it was killed). On timeout
     the whole process group is killed."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # A wide console: freqtrade's log handler wraps long records at the terminal width (80
+    # columns without one), which splits the error line the report quotes.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "1000"}
     timed_out = threading.Event()
     usage_path = log_path.with_suffix(".rusage.json")
     usage_path.unlink(missing_ok=True)

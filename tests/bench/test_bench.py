@@ -198,7 +198,7 @@ def test_bench_smoke_runs_every_available_variant_and_reports_broken_ones(market
     spec = B.BenchSpec(market_dir, (PAIR,), "5m", "20250128-20250218", 0.001, 10_000.0,
                        tmp_path / "out", quick=True, timeout=600)
     result = run_bench(spec, smoke_variants(), pd.Timestamp("2026-01-01", tz="UTC"),
-                       progress=lambda m: None, argv=["bench", "--quick"])
+                       progress=lambda m: None, argv=["bench", "--quick"], workers=2)
     by_name = {r.variant.name: r for r in result.results}
     assert by_name["broken_config"].status == "failed"
     assert "no_such_tier" in by_name["broken_config"].reason
