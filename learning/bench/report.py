@@ -214,14 +214,14 @@ def by_period(bench: BenchResult) -> dict[str, BenchResult]:
         cells=[c for c in bench.cells if cell_period(c) == name]) for name in names}
 
 
-def period_tables(bench: BenchResult, level: str = "###") -> list[str]:
+def period_tables(bench: BenchResult) -> list[str]:
     """Across-cell and variant-minus-full tables, one pair per period when there are several."""
     parts = by_period(bench)
     if len(parts) <= 1:
         return [grid_table(bench), "", pairwise_table(bench)]
     out: list[str] = []
     for name, part in parts.items():
-        out += [f"{level} Period `{name}` ({len(part.cells)} cells: "
+        out += [f"### Period `{name}` ({len(part.cells)} cells: "
                 f"{', '.join(f'`{c}`' for c in part.cells)})", "", grid_table(part), "",
                 pairwise_table(part), ""]
     return out[:-1]

@@ -199,7 +199,9 @@ class ChartHooks(IStrategy):
                                "score_sentiment": {"color": "#e4d354"}},
                 "Decision": {"brain_overall": {"color": "#434348", "type": "scatter"},
                              "brain_threshold": {"color": "#f15c80"},
-                             "brain_learner": {"color": "#2b908f", "type": "bar"}},
+                             "brain_learner": {"color": "#2b908f", "type": "bar"},
+                             # 1 where the score's exit would end a SCALP trade (custom_exit)
+                             "score_exit": {"color": "#d62728", "type": "bar"}},
                 "Weights": {f"w_{c}": {"color": col} for c, col in (
                     ("technical", "#8085e9"), ("ai", "#f7a35c"), ("theme", "#90ed7d"),
                     ("sentiment", "#e4d354"))},

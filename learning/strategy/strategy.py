@@ -965,18 +965,6 @@ class AdvancedLearningStrategy(ChartHooks, SizingHooks, AllocationHooks, BrainHo
                 return "trend_exit"
         return None
 
-    def confirm_trade_exit(self, pair: str, trade: Trade, order_type: str, amount: float,
-                           rate: float, time_in_force: str, exit_reason: str,
-                           current_time: datetime, **kwargs: Any) -> bool:
-        # The score's exit signal is a short-term call: it ends SCALP trades (and trades without
-        # a profile), not the swings and trend runs whose exits are their profiles'.
-        if exit_reason in ("exit_signal", "score_exit"):  # the tag replaces the reason
-            if self.allocating:
-                return False  # the allocator's targets decide the exits
-            plan = self.plan_of(trade)
-            return plan is None or plan.profile == "SCALP"
-        return True
-
     def custom_stoploss(self, pair: str, trade: Trade, current_time: datetime,
                         current_rate: float, current_profit: float, after_fill: bool,
                         **kwargs: Any) -> float | None:

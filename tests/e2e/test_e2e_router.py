@@ -5,6 +5,7 @@ registry: the live database is never written by a backtest)."""
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import pytest
 
@@ -47,8 +48,6 @@ def test_backtest_with_two_registered_policies_records_outcomes_for_both(market_
     assert report["rules-v1"].trades > 0 and report["brain-v1"].trades > 0
     # Every closed trade is one real outcome (weight 1) of the policy that decided it; the
     # shadow outcomes of both policies count a fraction each on top.
-    import sqlite3
-
     with sqlite3.connect(bt_db) as conn:
         real = dict(conn.execute(
             "SELECT p.name, COUNT(*) FROM outcomes o JOIN policies p ON p.id = o.policy_id "

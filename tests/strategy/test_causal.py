@@ -48,7 +48,8 @@ def frames(market_data_dir):
 def analyzed(strategy, frames, end: pd.Timestamp, pair: str) -> pd.DataFrame:
     strategy.dp = CutDataProvider(frames, end)
     df = strategy.dp.get_pair_dataframe(pair, "5m").copy()
-    return strategy.populate_indicators(df, {"pair": pair})
+    df = strategy.populate_indicators(df, {"pair": pair})
+    return strategy.populate_exit_trend(df, {"pair": pair})
 
 
 def test_every_strategy_column_at_t_is_unchanged_when_later_candles_exist(frames, tmp_path):
