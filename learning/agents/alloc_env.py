@@ -128,6 +128,7 @@ class MarketPanel:
     features: np.ndarray    # (P, N, F)
     regime: np.ndarray      # (N, 5) probabilities (uniform when unknown)
     vol: np.ndarray         # (P, N) per-candle volatility over the long window
+    high: np.ndarray | None = None  # (P, N) forward-filled highs (crash augmentation)
 
     @classmethod
     def from_candles(cls, frames: Mapping[str, pd.DataFrame], timeframe: str,
@@ -143,7 +144,7 @@ class MarketPanel:
         dates = pd.DatetimeIndex(sorted(set().union(*(
             pd.to_datetime(f["date"], utc=True) for f in frames.values()))))
         P, N = len(pairs), len(dates)
-        op, cl = np.full((P, N), np.nan), np.full((P, N), np.nan)
+        op, cl, hi = np.full((P, N), np.nan), np.full((P, N), np.nan), np.full((P, N), np.nan)
         listed = np.zeros((P, N), dtype=bool)
         feats = np.full((P, N, N_FEATURES), np.nan)
         vol = np.full((P, N), np.nan)
@@ -155,6 +156,7 @@ class MarketPanel:
                 continue
             df[["open", "high", "low", "close"]] = df[["open", "high", "low", "close"]].ffill()
             op[i], cl[i] = df["open"].to_numpy(dtype=float), df["close"].to_numpy(dtype=float)
+            hi[i] = df["high"].to_numpy(dtype=float)
             frame = df.reset_index()
             feats[i] = panel_features(frame, timeframe, cfg)
             warm = np.isfinite(feats[i]).all(axis=1)
@@ -167,7 +169,7 @@ class MarketPanel:
         if regime is not None and len(regime):
             probs = regime_on(dates, timeframe, regime, regime_timeframe or timeframe)
         np_dates = dates.tz_convert(None).to_numpy(dtype="datetime64[ns]")
-        return cls(pairs, timeframe, np_dates, op, cl, listed, feats, probs, vol)
+        return cls(pairs, timeframe, np_dates, op, cl, listed, feats, probs, vol, hi)
 
     def index_of(self, when: Any) -> int:
         """First candle at or after ``when``."""
@@ -338,6 +340,9 @@ class AllocEnv(gym.Env):
                                                 np.float32)
         self.action_space = gym.spaces.Box(-5.0, 5.0, (self.layout.n_pairs + 1,), np.float32)
         self.counts = {"nan_hold": 0, "steps": 0}
+        #: Training episodes start only at these candles when set (the curriculum's stage,
+        #: the augmented crash windows: :mod:`learning.agents.curriculum`).
+        self.starts: np.ndarray | None = None
         self._reset_book(self.lo)
 
     def _reset_book(self, t: int) -> None:
@@ -361,6 +366,8 @@ class AllocEnv(gym.Env):
         span = self.episode_steps * self.stride
         if options and "start" in options:
             start = max(self.lo, int(options["start"]))
+        elif self.training and self.starts is not None and len(self.starts):
+            start = int(self.starts[self.np_random.integers(len(self.starts))])
         elif self.training and self.hi - span > self.lo:
             start = int(self.np_random.integers(self.lo, self.hi - span))
         self._reset_book(start)

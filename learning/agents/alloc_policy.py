@@ -98,6 +98,11 @@ class NetConfig:
                        "on their mean action.", (1, 32))
     early_stop: bool = _f(False, "Stop a seed whose fitted evaluation curve is unlikely to beat "
                           "the best seed so far (it then leaves the ensemble).")
+    curriculum: bool = _f(False, "Train through the curriculum's stages: trending, + ranging, + "
+                          "panic episodes, then all (learning.agents.curriculum).")
+    crash_share: float = _f(0.0, "Share of training episodes drawn from augmented crash "
+                            "windows (block bootstrap of real and synthetic crashes; the "
+                            "design's 0.2). 0: off.", (0.0, 1.0))
 
     def __post_init__(self) -> None:
         if self.n_blocks and self.d_model % self.heads:

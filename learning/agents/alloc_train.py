@@ -28,6 +28,7 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 
+from learning.agents import curriculum as C
 from learning.agents.alloc_env import (
     AllocEnv,
     AllocEnvConfig,
@@ -121,6 +122,7 @@ def train_window(panel: MarketPanel, window: Window, net: NetConfig | None = Non
     best_final: float | None = None
     layout = None
     recon_first = recon_last = float("nan")
+    curriculum = C.CurriculumConfig(stages=net.curriculum, crash_share=net.crash_share)
     for k in range(net.ensemble):
         seed = net.seed + k
         env = AllocEnv(panel, features, env_cfg, fee=fee, start=window.train_start, end=split,
@@ -130,12 +132,20 @@ def train_window(panel: MarketPanel, window: Window, net: NetConfig | None = Non
         torch.manual_seed(seed)
         schedule = cosine_warm_restarts(net.learning_rate, net.lr_cycles) \
             if net.lr_schedule == "cosine" else net.learning_rate
-        model = PPO(cls, env, learning_rate=schedule, n_steps=net.n_steps,
+        train_env: Any = env
+        stages = None
+        if curriculum.active:
+            plan = C.build(env, lambda p: AllocEnv(p, features, env_cfg, fee=fee,
+                                                    training=True),
+                           curriculum, np.random.default_rng(seed))
+            train_env = plan.env
+            stages = C.CurriculumCallback(plan, steps, f"{window.name} seed {seed}: ")
+        model = PPO(cls, train_env, learning_rate=schedule, n_steps=net.n_steps,
                     batch_size=net.batch_size, n_epochs=net.n_epochs, gamma=net.gamma,
                     ent_coef=net.ent_coef, policy_kwargs=kwargs, seed=seed, device="cpu",
                     verbose=0, tensorboard_log=str(tensorboard) if tensorboard else None)
         recon = _ReconLogger()
-        callbacks: list[BaseCallback] = [recon]
+        callbacks: list[BaseCallback] = [recon] + ([stages] if stages else [])
         evaluator = None
         if eval_env is not None:
             rollouts = max(1, steps // net.n_steps)
@@ -149,6 +159,10 @@ def train_window(panel: MarketPanel, window: Window, net: NetConfig | None = Non
                     tb_log_name=f"{window.name}_s{seed}" if tensorboard else "PPO")
         figures["seconds"] += time.perf_counter() - t0
         figures["timesteps"] += int(model.num_timesteps)
+        if stages is not None:
+            figures.setdefault("curriculum", []).append(
+                {"stages": stages.history, **stages.plan.sizes,
+                 "episodes": dict(stages.plan.env.episodes)})
         if k == 0:
             recon_first = recon.history[0] if recon.history else float("nan")
         recon_last = recon.history[-1] if recon.history else recon_last

@@ -200,6 +200,12 @@ VARIANTS: tuple[Variant, ...] = (
         "unlikely to beat the best", default=False,
         allocator_training={"ensemble": 3, "lr_schedule": "cosine", "eval_share": 0.2,
                             "plateau_patience": 3, "early_stop": True}, **NO_FREQAI),
+    _al("alloc_ppo_curriculum", {"sizing": {"agent": "allocator"},
+                                 "allocator": {"policy": "ppo"}},
+        "alloc_ppo trained through the curriculum (trending, + ranging, + panic episodes, "
+        "then all) with 20 % augmented crash windows (learning.agents.curriculum)",
+        default=False, allocator_training={"curriculum": True, "crash_share": 0.2},
+        **NO_FREQAI),
     _al("alloc_equal", {"sizing": {"agent": "allocator"}, "allocator": {"policy": "equal"}},
         "allocator execution with equal weights (all of equity over the pairs, capped)",
         default=False, **NO_FREQAI),

@@ -56,6 +56,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="seeds per window; the allocator acts on their mean action")
     g.add_argument("--early-stop", action="store_true",
                    help="stop a seed whose evaluation curve is unlikely to beat the best")
+    g.add_argument("--curriculum", action="store_true",
+                   help="train through stages: trending, + ranging, + panic episodes, then all")
+    g.add_argument("--crash-share", type=float, default=0.0,
+                   help="share of training episodes drawn from augmented crash windows "
+                   "(block bootstrap of real and synthetic crashes; the design's 0.2)")
     p.set_defaults(func=cmd_train_allocator)
 
 
@@ -75,7 +80,8 @@ def cmd_train_allocator(args: argparse.Namespace) -> int:
         raise DataError("no data: pass --datadir or set ADVL_DATA_DIR")
     training = {"lr_schedule": args.lr_schedule, "eval_share": args.eval_share,
                 "plateau_patience": args.plateau_patience, "ensemble": args.ensemble,
-                "early_stop": args.early_stop}
+                "early_stop": args.early_stop, "curriculum": args.curriculum,
+                "crash_share": args.crash_share}
     from learning.agents.alloc_policy import NetConfig
     from learning.core.config import parse_section
 
