@@ -36,7 +36,8 @@ def test_allocator_trained_before_the_backtest_rebalances_within_the_cap(market_
     cfg = ["-c", str(ROOT / "config.json"), "-c", overlay]
     assert ftlearn(["train-allocator", *cfg, "--runmode", "backtest", "--datadir",
                     str(market_data_dir), "--timerange", "20250901-20251001", "--train", "60d",
-                    "--retrain", "15d", "--steps", "1024", "--no-regimes"]) == 0
+                    "--retrain", "15d", "--steps", "1024", "--no-regimes", "--curriculum",
+                    "--crash-share", "0.2"]) == 0
     state = user_dir / "learning/default/backtest"
     names = sorted(p.name for p in state.glob("allocator_*.pt"))
     assert names == ["allocator_20250901.pt", "allocator_20250916.pt"]
