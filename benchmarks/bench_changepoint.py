@@ -13,8 +13,11 @@
    2025-01..2026-02.
 3. ``--sweep``: hazard, window and the downside filter on the validation period only (that is
    where the defaults come from; the test period is reported, never tuned on).
+4. ``--frontier``: the delay / false-alarm trade-off of plain price-drop rules (close ``x``
+   below its ``h``-hour high) on the same real episodes: where the goal of issue 14 sits.
 
     python benchmarks/bench_changepoint.py [--datadir DIR] [--seeds 2 3 4] [--days 400] [--sweep]
+        [--frontier] [--skip-synthetic]
 """
 
 from __future__ import annotations
@@ -177,6 +180,27 @@ def sweep(args: argparse.Namespace, base: ChangepointConfig) -> None:
                 print(line(f"h={hazard} w={window} down={int(down)}", d, f, m))
 
 
+def frontier(args: argparse.Namespace) -> None:
+    """What a plain price rule reaches: an alarm while BTC's close is ``x`` below its high of
+    the last ``h`` hours, per period. Any causal detector that fires earlier must fire on
+    smaller falls, and most small falls do not become a crash: the delay / false-alarm
+    trade-off of this rule shows where the issue's goal sits."""
+    btc = load_candles(args.datadir, "BTC/USDT", "1h")
+    btc = btc[btc["date"] >= "2021-01-01"].reset_index(drop=True)
+    close = btc["close"].to_numpy(dtype="float64")
+    eps = episodes_real(close)
+    print("\n== frontier: alarm while the close is x below its h-hour high")
+    for period, (a, b) in PERIODS.items():
+        lo = int(np.searchsorted(btc["date"], pd.Timestamp(a, tz="UTC")))
+        hi = int(np.searchsorted(btc["date"], pd.Timestamp(b, tz="UTC")))
+        print(f" {period}")
+        for h in (6, 12, 48):
+            peak = pd.Series(close).rolling(h + 1, min_periods=1).max().to_numpy()
+            for x in (0.02, 0.03, 0.04, 0.05, 0.06):
+                print(line(f"{x:.0%} below {h}h high", *score(close <= peak * (1 - x), eps,
+                                                               lo, hi, grace=48)))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datadir", type=Path, default=None)
@@ -184,6 +208,8 @@ def main() -> int:
     ap.add_argument("--days", type=int, default=400)
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--skip-synthetic", action="store_true")
+    ap.add_argument("--frontier", action="store_true",
+                    help="also the delay / false-alarm trade-off of plain price-drop rules")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
     cfg = ChangepointConfig(enabled=True)
@@ -197,6 +223,8 @@ def main() -> int:
     real(args, cfg)
     if args.sweep:
         sweep(args, cfg)
+    if args.frontier:
+        frontier(args)
     return 0
 
 
