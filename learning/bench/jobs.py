@@ -51,12 +51,18 @@ class AgentsTask:
     short_hold_penalty: float = 1.0
     kind: str = "agents"  # or "allocator": the walk-forward allocators of the period
     training: tuple[tuple[str, Any], ...] = ()  # allocator training settings (NetConfig)
+    seed: int = 0  # allocator: the job's seed seeds its networks and episodes
+
+    def __post_init__(self) -> None:
+        if self.kind != "allocator" and self.seed:
+            raise ValueError("only the allocator's training is per seed")
 
     @property
     def settings(self) -> str:
         """'' for the default settings (the folder names of earlier benches), else a tag."""
         if self.kind == "allocator":
             extra = "".join(f"-{k}{v}" for k, v in self.training)
+            extra += f".s{self.seed}" if self.seed else ""
             return f".allocator-{self.policy}{extra}"
         if (self.policy, self.short_hold_penalty) == ("mlp", 1.0):
             return ""
@@ -98,12 +104,14 @@ def run_allocator(task: AgentsTask, spec: R.BenchSpec) -> dict[str, Any]:
         paths = train_allocator(ft, cfg, store_for(ft, "backtest", cfg), spec.datadir,
                                 task.period.timerange, ALLOC_TRAIN, ALLOC_RETRAIN,
                                 512 if spec.quick else ALLOC_STEPS, task.policy,
-                                regimes=not spec.quick, seed=0, training=dict(task.training))
+                                regimes=not spec.quick, seed=task.seed,
+                                training=dict(task.training))
     result = {"status": "ok" if paths else "failed",
               "agents": str(user / "learning" / "default" / "backtest") if paths else None,
               "note": f"{len(paths)} allocator(s) trained walk-forward ({task.policy}; "
                       f"{ALLOC_TRAIN} before each {ALLOC_RETRAIN} window, {ALLOC_STEPS} PPO "
-                      "steps each)" if paths else "no allocator trained (too little history)"}
+                      f"steps each, seed {task.seed})" if paths
+                      else "no allocator trained (too little history)"}
     write_json_atomic(done, result)
     return result
 

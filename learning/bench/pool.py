@@ -199,7 +199,8 @@ def plan_jobs(spec: R.BenchSpec, jobs: Sequence[Job], scratch: Path) -> list[Pla
                 p.agents = J.AgentsTask(
                     job.universe, job.period, plan.learning.allocator.network,
                     kind="allocator",
-                    training=tuple(sorted(job.variant.allocator_training.items())))
+                    training=tuple(sorted(job.variant.allocator_training.items())),
+                    seed=job.seed)
         if freqai and spec.share_predictions:
             sources = [*code, *(R._strategy_source(f) for f in job.variant.strategy_files)]
             p.freqai_key = freqai_key(

@@ -87,6 +87,16 @@ def test_expand_orders_jobs_by_cell_with_full_first_and_unique_ids():
     assert [j.cell for j in jobs[::2]] == ["a.u.s0", "a.u.s1", "b.u.s0", "b.u.s1"]
 
 
+def test_allocator_variants_train_one_allocator_set_per_seed(market, tmp_path):
+    table = {v.name: v for v in BV.VARIANTS}
+    jobs = G.expand([table["alloc_ppo"]], (0, 1), [G.Universe("u", PAIRS)],
+                    [G.Period("a", RANGE)])
+    planned = P.plan_jobs(spec_for(market, tmp_path / "out"), jobs, tmp_path / "scratch")
+    tasks = [p.agents for p in planned]
+    assert [t.seed for t in tasks] == [0, 1] and tasks[0].id != tasks[1].id
+    assert tasks[0].id == "agents.a.u.allocator-mlp"  # seed 0 keeps the earlier folder name
+
+
 def test_seeded_freqai_offsets_every_model_seed_and_seed_zero_changes_nothing():
     section = {"model_training_parameters": {"random_state": 1, "seed": 2,
                                              "train": {"seed": 0, "epochs": 3}}}
