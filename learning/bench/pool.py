@@ -276,8 +276,15 @@ def run_bench(spec: R.BenchSpec, variants: Sequence[Variant], now: pd.Timestamp,
     jobs = expand(variants, seeds, universes, periods)
     cache = (freqai_cache or spec.out / "freqai-cache").resolve()
     with output_lock(spec.out):
-        J.write_json_atomic(spec.out / MANIFEST, {"argv": list(argv), "created": str(now),
-                                                  "jobs": [j.id for j in jobs]})
+        created, resumed = now, []
+        if resume:  # the bench keeps the date it was started; each resume is added to it
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                saved = json.loads((spec.out / MANIFEST).read_text())
+                created = pd.Timestamp(saved["created"])
+                resumed = [*saved.get("resumed", []), str(now)]
+        J.write_json_atomic(spec.out / MANIFEST, {
+            "argv": list(argv), "created": str(created),
+            **({"resumed": resumed} if resumed else {}), "jobs": [j.id for j in jobs]})
         planned = plan_jobs(spec, jobs, spec.out / ".plan")
         state = GridState([])
         for p in planned:
@@ -309,7 +316,8 @@ def run_bench(spec: R.BenchSpec, variants: Sequence[Variant], now: pd.Timestamp,
     first = universes[0]
     info = R.data_info(spec.datadir, first.pairs, spec.timeframe)
     _, regime_source = R.regime_labels(spec.datadir, first.pairs, spec.timeframe)
-    return R.BenchResult(spec, info, regime_source, results, now, pd.Timestamp.now(tz="UTC"),
+    return R.BenchResult(spec, info, regime_source, results, created,
+                         pd.Timestamp.now(tz="UTC"),
                          list(argv), list(dict.fromkeys(j.cell for j in jobs)))
 
 

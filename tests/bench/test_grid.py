@@ -183,10 +183,14 @@ def test_resume_skips_finished_jobs_and_reruns_an_interrupted_one(market, tmp_pa
     (J.job_dir(spec.out, G.Job(HOLD, 1, G.Universe("main", PAIRS), G.Period("main", RANGE)))
      / J.RESULT).unlink()  # as if the bench was killed while this job ran
     ran.clear()
-    again = P.run_bench(spec, [HOLD], NOW, progress=lambda m: None, seeds=(0, 1, 2),
+    later = NOW + pd.Timedelta(days=1)
+    again = P.run_bench(spec, [HOLD], later, progress=lambda m: None, seeds=(0, 1, 2),
                         resume=True)
     assert ran == ["main.main.s1.buy_and_hold"]
     assert figures(again) == figures(first)
+    assert again.started == NOW, "a resumed bench keeps the date it was started"
+    manifest = json.loads((spec.out / P.MANIFEST).read_text())
+    assert pd.Timestamp(manifest["created"]) == NOW and manifest["resumed"] == [str(later)]
 
 
 def test_job_with_data_dir_missing_on_the_worker_fails_naming_the_path(market, tmp_path):
