@@ -14,7 +14,6 @@ when quoting it).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -33,10 +32,7 @@ def grid() -> list[BV.Variant]:
     """Rule sizing and no FreqAI model (no training before the backtests): the brain with the
     meta-learner, the brain with Balanced only, and SampleStrategy."""
     table = {v.name: v for v in BV.VARIANTS}
-    brain = dataclasses.replace(table["no_ppo"], freqai_config=None)
-    balanced = dataclasses.replace(brain, name="no_ppo_no_meta", config_overlay=BV.deep_merge(
-        brain.config_overlay, {"advanced_learning": {"meta": {"force_learner": "Balanced"}}}))
-    return [brain, balanced, table["sample_strategy"]]
+    return [table["full"], table["no_meta"], table["sample_strategy"]]
 
 
 def figures(result: B.BenchResult) -> dict[str, dict]:
