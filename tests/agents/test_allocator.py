@@ -110,6 +110,12 @@ def test_executed_book_tracks_the_targets_within_the_rebalance_band(current, log
     new, _ = rebalance(cur, target[:-1], 0.2, band, FEE)
     equity = 1 - FEE * np.abs(new - cur).sum()
     assert (np.abs(new * equity - target[:-1]) < band + 1e-9).all()
+    # weights are fractions of equity after the fees, so a pair kept just inside the band
+    # drifts by at most its weight times the fees' share of equity; one that close to the
+    # band's edge may rightly trade on the next call
+    gap = np.abs(target[:-1] - cur)
+    drift = 0.3 * FEE * 2.0 / (1.0 - FEE * 2.0)
+    assume(not ((gap < band) & (gap >= band - drift)).any())
     again, traded = rebalance(new, target[:-1], 0.2, band, FEE)
     assert traded == 0 and (again == new).all(), "inside the band nothing trades again"
 
