@@ -89,3 +89,15 @@ def make_strategy(tmp_path: Path):
     config = json.loads((ROOT / "config.json").read_text())
     config.update({"user_data_dir": str(tmp_path), "runmode": RunMode.BACKTEST})
     return AdvancedLearning(config)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test (deterministic, and no oversubscription of the cores
+    when the suite runs beside other work); the previous setting is restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -410,9 +410,9 @@ def build(real: AllocEnv, make_env: Any, cfg: CurriculumConfig,
     tf = panel.timeframe
     within = candles(cfg.within, tf)
     pools, sizes = None, {}
-    proxy = market_proxy(panel)
     if cfg.stages:
-        labels = label_starts(proxy, starts, span, within, cfg.drop, cfg.trend_z)
+        labels = label_starts(market_proxy(panel), starts, span, within, cfg.drop,
+                              cfg.trend_z)
         for k, name in enumerate(("trend", "range", "panic")):
             sizes[name] = int((labels == k).sum())
         pools = stage_pools(labels, starts)

@@ -42,12 +42,7 @@ PAIRS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
 FEE = 0.001
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _panel(n: int = 24 * 60, late: int = 0, drift=(0.0005, 0.0, -0.0005)) -> MarketPanel:

@@ -9,7 +9,6 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from learning.agents import curriculum as C
 from learning.agents.alloc_env import AllocEnv, AllocEnvConfig, FeatureConfig, MarketPanel
@@ -22,12 +21,7 @@ FEE = 0.001
 CRASHES = (900, 1500, 2300)  # first falling candle of each planted crash
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _with_crashes(df: pd.DataFrame, crashes=CRASHES, depth: float = 0.2, hours: int = 12

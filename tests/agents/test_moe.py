@@ -25,12 +25,7 @@ from learning.core.regimes import REGIMES, Regime
 BULL, BEAR = REGIMES.index(Regime.BULL_MOMENTUM), REGIMES.index(Regime.BEAR_DEFENSIVE)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _features(batch: int, regime: int, x: float = 0.0) -> torch.Tensor:

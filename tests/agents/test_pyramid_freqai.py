@@ -46,12 +46,7 @@ GRID_COLS = [grid_column(0, 0.0)] + [grid_column(t, p) for t in range(1, 5)
                                      for p in (-0.02, 0.0, 0.02)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _config(path: Path, seed: int = 0, pyramid: dict | None = None, cycles: int = 8,

@@ -18,13 +18,7 @@ from learning.agents.alloc_train import Window, train_window
 from learning.agents.training import EvalCallback, cosine_warm_restarts, extrapolate
 from tests.agents.test_allocator import FEE, _panel
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_cosine_schedule_decays_to_the_floor_and_restarts_each_cycle():

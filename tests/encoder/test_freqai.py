@@ -27,12 +27,7 @@ PAIR = "BTC/USDT"
 LABELS = ["&-s_return", "&-s_vol", "&-anomaly"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _config(tmp_path: Path, **mtp) -> dict:

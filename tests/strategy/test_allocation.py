@@ -9,7 +9,6 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from freqtrade.exceptions import OperationalException
 
 from learning.agents.alloc_env import FeatureConfig, MarketPanel
@@ -22,12 +21,7 @@ from tests.strategy.test_hooks import PAIRS, FrameProvider, market_frames
 N = 24 * 12 * 12  # twelve days of 5m candles
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
