@@ -70,11 +70,12 @@ def main() -> int:
         y = np.r_[np.log(close[h:] / close[:-h]), np.full(h, np.nan)]
         for name, gamma in (("split", 0.0), (f"ACI g={args.gamma}", args.gamma)):
             lo, hi = aci_intervals(pred, grid, close, h, args.coverage, gamma)
-            ok = np.isfinite(lo) & np.isfinite(y)
+            ok = ~np.isnan(lo) & np.isfinite(y)  # an unbounded interval counts (it covers)
             rows.append(pd.DataFrame({"method": name, "pair": coin, "date": df["date"][ok],
                                       "covered": (lo[ok] <= y[ok]) & (y[ok] <= hi[ok]),
                                       "width": (hi - lo)[ok],
-                                      "zero": (lo[ok] <= 0) & (hi[ok] >= 0)}))
+                                      "zero": (lo[ok] <= 0) & (hi[ok] >= 0),
+                                      "unbounded": np.isinf(lo[ok])}))
     if not rows:
         return 1
     res = pd.concat(rows).merge(regimes, on="date", how="left").fillna({"regime": "UNKNOWN"})
@@ -83,7 +84,7 @@ def main() -> int:
     for method, part in res.groupby("method"):
         print(f"\n{method}: overall coverage {part['covered'].mean():.1%} on {len(part)} rows, "
               f"median width {part['width'].median():.2%}, interval contains zero on "
-              f"{part['zero'].mean():.0%}")
+              f"{part['zero'].mean():.0%}, unbounded on {part['unbounded'].mean():.1%}")
         table = part.groupby("regime").agg(rows=("covered", "size"),
                                            coverage=("covered", "mean"),
                                            zero=("zero", "mean"))

@@ -75,12 +75,16 @@ def half_widths(residuals: np.ndarray) -> np.ndarray | None:
 
 
 def half_width_at(grid: np.ndarray, level: float) -> float:
-    """The half-width at coverage ``level`` from a row's grid (linear between :data:`LEVELS`;
-    below the lowest level the lowest; above the highest infinite: the interval covers all)."""
+    """The half-width at coverage ``level`` from a row's grid: linear between :data:`LEVELS`,
+    and below the lowest level linear down to 0 at coverage 0 (the quantile of an absolute
+    residual at level 0 is 0: the empty interval of Gibbs & Candès when α_t >= 1); above the
+    highest level infinite (the interval covers everything)."""
     if level > LEVELS[-1]:
         return float("inf")
+    if level <= 0.0:
+        return 0.0
     if level <= LEVELS[0]:
-        return float(grid[0])
+        return float(grid[0]) * level / LEVELS[0]
     k = int(np.searchsorted(LEVELS, level))  # LEVELS[k - 1] < level <= LEVELS[k]
     if not np.isfinite(grid[k]):
         return float("inf")
@@ -93,7 +97,10 @@ def aci_intervals(pred: np.ndarray, grid: np.ndarray, close: np.ndarray, horizon
     half-widths per row (NaN: no interval there), ``close`` (N,) for the realised outcomes.
 
     Row t's interval uses α_t, which has seen the outcomes of rows <= t - ``horizon`` only (the
-    log return from row s to s + horizon is known at row s + horizon)."""
+    log return from row s to s + horizon is known at row s + horizon). Every row that had an
+    interval feeds the recursion, an unbounded one (α_t below the grid's lowest miscoverage) as
+    covered: skipping those would freeze α_t at the first unbounded interval, and every later
+    interval would be unbounded too."""
     n = len(pred)
     lo, hi = np.full(n, np.nan), np.full(n, np.nan)
     target = 1.0 - coverage
@@ -101,7 +108,7 @@ def aci_intervals(pred: np.ndarray, grid: np.ndarray, close: np.ndarray, horizon
     logc = np.log(np.asarray(close, dtype="float64"))
     for t in range(n):
         s = t - horizon
-        if gamma > 0 and s >= 0 and np.isfinite(lo[s]) and np.isfinite(logc[t] - logc[s]):
+        if gamma > 0 and s >= 0 and not np.isnan(lo[s]) and np.isfinite(logc[t] - logc[s]):
             y = logc[t] - logc[s]
             err = 0.0 if lo[s] <= y <= hi[s] else 1.0
             alpha += gamma * (target - err)

@@ -32,21 +32,24 @@ def test_half_widths_with_too_few_residuals_abstain():
     assert half_widths(np.r_[np.ones(MIN_CALIBRATION - 1), np.nan]) is None
 
 
-def test_half_width_at_interpolates_and_is_infinite_above_the_grid():
+def test_half_width_at_interpolates_is_infinite_above_the_grid_and_empty_at_zero():
     grid = np.array(LEVELS) * 2.0
     assert np.isclose(half_width_at(grid, 0.9), 1.8)
     assert np.isclose(half_width_at(grid, 0.875), 1.75)
     assert half_width_at(grid, 0.999) == np.inf
-    assert half_width_at(grid, 0.1) == grid[0]
+    assert np.isclose(half_width_at(grid, 0.1), grid[0] * 0.1 / LEVELS[0])
+    assert half_width_at(grid, 0.0) == 0.0 and half_width_at(grid, -0.2) == 0.0
 
 
-def series(n: int = 1500, seed: int = 0, drift_scale: float = 1.0):
+def series(n: int = 1500, seed: int = 0, drift_scale: float = 1.0, scale=None):
     """Predictions, the window's half-width grid and prices whose realised 4-candle log return is
-    the prediction plus noise (noise scale x ``drift_scale`` in the second half)."""
+    the prediction plus noise (noise scale x ``drift_scale`` in the second half, or ``scale`` per
+    row)."""
     rng = np.random.default_rng(seed)
     h = 4
     pred = rng.normal(0, 0.01, n)
-    scale = np.where(np.arange(n) < n // 2, 0.01, 0.01 * drift_scale)
+    if scale is None:
+        scale = np.where(np.arange(n) < n // 2, 0.01, 0.01 * drift_scale)
     # build closes so that log(c[t+h]/c[t]) = pred[t] + noise: one step per candle
     steps = np.zeros(n)
     for t in range(0, n - h, h):
@@ -79,6 +82,25 @@ def test_aci_restores_coverage_after_the_noise_doubles():
     split, aci = coverage(pred, lo0, hi0, close, h, late), coverage(pred, lo1, hi1, close, h, late)
     assert split < 0.8, split  # the calibration no longer holds
     assert abs(aci - 0.9) < abs(split - 0.9) and aci > 0.82, (split, aci)
+
+
+def test_aci_keeps_adapting_after_a_wild_spell_made_its_intervals_unbounded(rng):
+    # Noise three times the calibration's drives alpha_t below the grid's lowest miscoverage:
+    # the intervals become unbounded (and cover, so alpha_t climbs back). When the noise calms,
+    # ACI must narrow them to nominal coverage again (a recursion that skipped unbounded
+    # intervals froze at the first one, every later interval unbounded).
+    n = 9000
+    scale = np.where(np.arange(n) < n // 3, 0.03, 0.01)
+    pred = rng.normal(0, 0.01, n)
+    y = pred + rng.normal(0, 1, n) * scale  # log(close[t+1] / close[t])
+    close = 100 * np.exp(np.r_[0.0, np.cumsum(y)[:-1]])
+    grid = np.tile(half_widths(rng.normal(0, 0.01, 500)), (n, 1))
+    lo, hi = aci_intervals(pred, grid, close, 1, 0.9, 0.02)
+    assert np.isinf(lo[:n // 3]).mean() > 0.3  # the wild spell did reach unbounded intervals
+    late = slice(6000, n - 1)
+    assert np.isfinite(lo[late]).mean() > 0.95
+    covered = (lo[late] <= y[late]) & (y[late] <= hi[late])
+    assert abs(covered.mean() - 0.9) < 0.02, covered.mean()
 
 
 def test_aci_without_a_grid_has_no_interval():
