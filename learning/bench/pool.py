@@ -5,6 +5,10 @@ Order and dependencies: a job that sizes with the Tier 3 agents waits for the ag
 (universe, period); of the jobs with the same FreqAI key (:func:`learning.bench.grid.freqai_key`)
 the first trains and the others wait for it and start from its trained windows, kept in the
 FreqAI cache (``--freqai-cache``, default ``<out>/freqai-cache``) for later benches too.
+With more than one slot, the windows of a key are trained in parallel first (:func:`window_jobs`:
+FreqAI trains every pair's windows on that pair's candles alone, so one freqtrade run per group
+of pairs trains exactly the windows the whole run would), merged into the cache, and every job
+of the key then starts from them.
 At most as many tasks are in flight as the backend has slots, so a killed bench loses at most
 those: every finished job has its atomic ``result.json``, and ``--resume`` skips it.
 
@@ -147,6 +151,7 @@ class Planned:
     agents: J.AgentsTask | None = None
     freqai_key: str | None = None
     identifier: str = ""
+    continual: bool = False  # FreqAI continual_learning: a window starts from the one before
 
 
 def _code_files() -> list[Path]:
@@ -209,6 +214,7 @@ def plan_jobs(spec: R.BenchSpec, jobs: Sequence[Job], scratch: Path) -> list[Pla
                 timeframe=spec.timeframe, timerange=job.period.timerange,
                 data_files=_data_files(spec.datadir, pairs, freqai))
             p.identifier = str(freqai.get("identifier", ""))
+            p.continual = bool(freqai.get("continual_learning", False))
     shutil.rmtree(scratch, ignore_errors=True)
     return out
 
@@ -223,16 +229,63 @@ class GridState:
     done: dict[str, dict[str, Any]] = field(default_factory=dict)  # task id -> summary
     agents: dict[str, dict[str, Any]] = field(default_factory=dict)  # agents id -> result
     producing: dict[str, str] = field(default_factory=dict)  # freqai key -> producer job id
+    windows: dict[str, dict[str, dict[str, Any] | None]] = field(default_factory=dict)
+    # freqai key -> {window job id: its summary once finished}
+    window_models: dict[str, list[Path]] = field(default_factory=dict)  # their models folders
+    unsplit: set[str] = field(default_factory=set)  # keys whose window jobs failed
 
 
-def _publish(cache: Path, key: str, models: Path) -> None:
-    """Keep a producer's trained windows for later jobs (copy, then an atomic rename)."""
+#: Window jobs are named after their job's universe: ``<universe>-windows<i>of<k>``.
+WINDOWS = "-windows"
+
+
+def window_jobs(job: Job, slots: int) -> list[Job]:
+    """The job split into one job per group of its pairs (at most ``slots`` groups, pairs dealt
+    round-robin), each training its pairs' FreqAI windows; [] when there is nothing to split.
+
+    Why this is exact: FreqAI trains and predicts each pair's windows in that pair's own
+    ``populate_indicators``, on features from that pair's candles and its ``include_corr_pairlist``
+    (never the rest of the whitelist), with the same window boundaries (they depend on the
+    timerange only) and the model's fixed seeds, and saves them per pair and window
+    (``cb_<coin>_<window end>``). A run on a group of pairs therefore writes the same files as
+    the whole run would for those pairs; the whole run then reads them back."""
+    pairs = list(job.universe.pairs)
+    k = min(slots, len(pairs))
+    if k < 2:
+        return []
+    return [Job(job.variant, job.seed,
+                Universe(f"{job.universe.name}{WINDOWS}{i + 1}of{k}", tuple(pairs[i::k])),
+                job.period) for i in range(k)]
+
+
+def merge_models(folders: Sequence[Path], dest: Path) -> None:
+    """One FreqAI models folder from the window jobs' folders: their per-window files are
+    disjoint (named by pair), ``pair_dictionary.json`` is the union of theirs."""
+    dest.mkdir(parents=True)
+    pair_dict: dict[str, Any] = {}
+    for folder in folders:
+        for item in sorted(folder.iterdir()):
+            target = dest / item.name
+            if item.name == "pair_dictionary.json":
+                pair_dict.update(json.loads(item.read_text()))
+            elif item.is_dir():
+                shutil.copytree(item, target, dirs_exist_ok=True)
+            elif not target.exists():
+                shutil.copy2(item, target)
+    if pair_dict:
+        (dest / "pair_dictionary.json").write_text(json.dumps(pair_dict))
+
+
+def _publish(cache: Path, key: str, models: Path | Sequence[Path]) -> None:
+    """Keep a producer's trained windows for later jobs (copy, or merge the window jobs'
+    folders, then an atomic rename)."""
     final = cache / key
-    if final.exists() or not models.is_dir():
+    folders = [models] if isinstance(models, Path) else list(models)
+    if final.exists() or not all(f.is_dir() for f in folders):
         return
     tmp = cache / f".{key}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(models, tmp / "models")
+    merge_models(folders, tmp / "models")
     try:
         os.replace(tmp, final)
     except OSError:  # another bench published it first
@@ -324,12 +377,55 @@ def run_bench(spec: R.BenchSpec, variants: Sequence[Variant], now: pd.Timestamp,
 def _schedule(state: GridState, spec: R.BenchSpec, backend: Backend, cache: Path,
               progress: Callable[[str], None], show_bar: bool) -> None:
     waiting = list(state.todo)
-    running: dict[cf.Future, Planned | J.AgentsTask] = {}
+    running: dict[cf.Future, Planned | J.AgentsTask | tuple[str, Job]] = {}
     agents_wanted = list(dict.fromkeys(p.agents for p in waiting if p.agents))
+    windows_wanted: list[tuple[str, Job]] = []  # (freqai key, window job)
     total = len(waiting)
     finished = 0
     with _progress_bar(show_bar) as bar:
         task_id = bar.add_task("jobs", total=total, info="")
+
+        def split(p: Planned) -> bool:
+            """Train the key's windows in parallel first (see :func:`window_jobs`)."""
+            key = str(p.freqai_key)
+            if backend.slots < 2 or p.continual or key in state.unsplit:
+                return False
+            wjobs = window_jobs(p.job, backend.slots)
+            if not wjobs:
+                return False
+            state.producing[key] = f"windows of {p.job.id}"
+            state.windows[key] = {}
+            state.window_models[key] = [J.job_dir(spec.out, w) / "run" / "user_data" /
+                                        "models" / p.identifier for w in wjobs]
+            for w in wjobs:
+                old = J.read_result(J.job_dir(spec.out, w), w)  # --resume: finished ones stay
+                if old is not None and old.get("status") == "ok":
+                    state.windows[key][w.id] = J.summary(old)
+                else:
+                    state.windows[key][w.id] = None
+                    windows_wanted.append((key, w))
+            progress(f"windows {p.job.id}: training its FreqAI windows in {len(wjobs)} "
+                     "parallel runs, one per group of pairs: " + "; ".join(
+                         ", ".join(w.universe.pairs) for w in wjobs))
+            nonlocal total
+            total += len(wjobs)
+            bar.update(task_id, total=total)
+            windows_done(key, p.job.id)
+            return True
+
+        def windows_done(key: str, job_id: str) -> None:
+            """All of the key's window jobs finished: publish their merged windows, or let the
+            job train them itself when one failed."""
+            got = state.windows[key]
+            if any(v is None for v in got.values()):
+                return
+            if all(v["status"] == "ok" for v in got.values()):
+                _publish(cache, key, state.window_models[key])
+            if not (cache / key / "models").is_dir():
+                progress(f"windows {job_id}: a window job failed; the job trains its windows "
+                         "itself")
+                state.unsplit.add(key)
+                state.producing.pop(key, None)
 
         def ready(p: Planned) -> R.JobInputs | None:
             """The job's inputs when everything it waits for is there, else None."""
@@ -345,21 +441,29 @@ def _schedule(state: GridState, spec: R.BenchSpec, backend: Backend, cache: Path
                 hit = cache / p.freqai_key / "models"
                 producer = state.producing.get(p.freqai_key)
                 if hit.is_dir():
+                    how = (f"trained in {len(state.windows[p.freqai_key])} parallel runs (one "
+                           "per group of pairs) and reused" if p.freqai_key in state.windows
+                           else "reused from the cache")
                     return R.JobInputs(inputs.agents, inputs.agents_note, hit,
-                                       "FreqAI windows and predictions reused from the cache "
+                                       f"FreqAI windows and predictions {how} "
                                        f"({p.freqai_key}, same model, features, data and "
                                        "range): cost figures exclude training")
                 if producer is not None and producer != p.job.id and \
                         producer not in state.done:
                     return None  # the producer is training these windows right now
+                if producer is None and split(p):
+                    return ready(p) if (cache / p.freqai_key / "models").is_dir() else None
                 state.producing.setdefault(p.freqai_key, p.job.id)
             return inputs
 
-        while waiting or running or agents_wanted:
+        while waiting or running or agents_wanted or windows_wanted:
             while agents_wanted and len(running) < backend.slots:
                 a = agents_wanted.pop(0)
                 running[backend.submit(a, spec, R.JobInputs(), None)] = a
             for p in list(waiting):
+                while windows_wanted and len(running) < backend.slots:
+                    key, w = windows_wanted.pop(0)
+                    running[backend.submit(w, spec, R.JobInputs(), None)] = (key, w)
                 if len(running) >= backend.slots:
                     break
                 inputs = ready(p)
@@ -367,6 +471,9 @@ def _schedule(state: GridState, spec: R.BenchSpec, backend: Backend, cache: Path
                     continue
                 waiting.remove(p)
                 running[backend.submit(p.job, spec, inputs, p.duplicate_of)] = p
+            while windows_wanted and len(running) < backend.slots:
+                key, w = windows_wanted.pop(0)
+                running[backend.submit(w, spec, R.JobInputs(), None)] = (key, w)
             if not running:
                 if waiting:  # cannot happen: every dependency is submitted before its waiters
                     raise LearningError(f"bench: {len(waiting)} jobs wait for nothing running")
@@ -379,6 +486,17 @@ def _schedule(state: GridState, spec: R.BenchSpec, backend: Backend, cache: Path
                     state.agents[item.id] = out
                     if out.get("status") != "ok":
                         progress(f"agents {item.id}: {out.get('note')}")
+                    continue
+                if isinstance(item, tuple):
+                    key, w = item
+                    state.windows[key][w.id] = out
+                    finished += 1
+                    if out["status"] == "ok":
+                        progress(f"windows {w.id}: trained ({', '.join(w.universe.pairs)})")
+                    else:
+                        _report(out, w, progress)
+                    windows_done(key, state.producing.get(key, "").removeprefix("windows of "))
+                    bar.update(task_id, advance=1, info=w.id)
                     continue
                 state.done[item.job.id] = out
                 finished += 1

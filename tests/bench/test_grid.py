@@ -322,3 +322,52 @@ def test_killed_bench_loses_at_most_the_job_in_flight_and_resume_finishes(market
     assert first.stat().st_mtime_ns == kept, "a finished job must not run again"
     assert json.loads((out / "results.json").read_text())["cells"] == [
         "main.main.s0", "main.main.s1", "main.main.s2"]
+
+
+def test_window_jobs_deal_the_pairs_round_robin_into_at_most_slots_groups():
+    table = {v.name: v for v in BV.VARIANTS}
+    job = G.Job(table["with_lightgbm"], 1, G.Universe("majors", ("A/U", "B/U", "C/U", "D/U",
+                                                                 "E/U")), G.Period("v", RANGE))
+    groups = P.window_jobs(job, 2)
+    assert [w.universe.pairs for w in groups] == [("A/U", "C/U", "E/U"), ("B/U", "D/U")]
+    assert [w.id for w in groups] == ["v.majors-windows1of2.s1.with_lightgbm",
+                                      "v.majors-windows2of2.s1.with_lightgbm"]
+    assert all(w.variant is job.variant and w.seed == 1 for w in groups)
+    assert len(P.window_jobs(job, 8)) == 5 and P.window_jobs(job, 1) == []
+    one = dataclasses.replace(job, universe=G.Universe("btc", ("A/U",)))
+    assert P.window_jobs(one, 4) == []
+
+
+def predictions_of(result: B.BenchResult) -> dict[str, pd.DataFrame]:
+    (r,) = result.results
+    folder = Path(r.models_dir) if r.models_dir else None
+    if folder is None or not folder.is_dir():
+        folder = next(Path(r.log).parent.glob("user_data/models/*"))
+    return {f.name: pd.read_feather(f) for f in sorted(
+        (folder / "backtesting_predictions").glob("*.feather"))}
+
+
+@pytest.mark.slow
+def test_freqai_windows_trained_in_parallel_pair_groups_give_the_sequential_figures(
+        market, tmp_path):
+    variant = {v.name: v for v in BV.VARIANTS}["with_lightgbm"]
+    lines: list[str] = []
+    serial = P.run_bench(spec_for(market, tmp_path / "serial"), [variant], NOW,
+                         progress=lambda m: None, workers=1)
+    split = P.run_bench(spec_for(market, tmp_path / "split"), [variant], NOW,
+                        progress=lines.append, workers=2)
+    (a,), (b,) = serial.results, split.results
+    assert a.status == b.status == "ok", (a.reason, b.reason)
+    text = "\n".join(lines)
+    assert "training its FreqAI windows in 2 parallel runs" in text, text
+    for w in ("main.main-windows1of2.s0.with_lightgbm", "main.main-windows2of2.s0.with_lightgbm"):
+        log = (tmp_path / "split" / "jobs" / w / "run" / "freqtrade.log").read_text()
+        assert "Starting training" in log, w
+    log = Path(b.log).read_text()
+    assert "Found backtesting prediction file" in log and "Starting training" not in log
+    assert any("2 parallel runs" in n for n in b.notes), b.notes
+    assert figures(split) == figures(serial) and a.metrics["trades"] > 0
+    pa, pb = predictions_of(serial), predictions_of(split)
+    assert set(pa) == set(pb) and len(pa) >= 4  # two pairs, two windows or more each
+    for name in pa:
+        pd.testing.assert_frame_equal(pa[name], pb[name])
