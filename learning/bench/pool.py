@@ -83,8 +83,17 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _pool_worker_init() -> None:
+#: Thread pools of numerical libraries (torch's intra-op threads follow OMP_NUM_THREADS).
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def _pool_worker_init(threads: int = 1) -> None:
     die_with_parent()
+    # Each worker's freqtrade (torch, numpy) gets its share of the cores: with every worker's
+    # torch on all cores, OpenMP threads spin against each other and two TSA-MAE runs side by
+    # side took 4x the time of one. A value the user set is kept. (Ray sets these per task.)
+    for var in THREAD_VARS:
+        os.environ.setdefault(var, str(threads))
     # Ctrl-C reaches the whole process group: the driver decides, workers just stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -123,8 +132,10 @@ class ProcessBackend:
     def __init__(self, workers: int) -> None:
         self.slots = workers
         self.name = f"{workers} local worker processes"
+        self.threads = max(1, (os.cpu_count() or 1) // workers)
         self.pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("forkserver"),
-                                           initializer=_pool_worker_init)
+                                           initializer=_pool_worker_init,
+                                           initargs=(self.threads,))
 
     def submit(self, task, spec, inputs, duplicate_of) -> cf.Future:  # noqa: ANN001
         return self.pool.submit(J.execute, task, spec, inputs, duplicate_of)

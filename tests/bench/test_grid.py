@@ -371,3 +371,15 @@ def test_freqai_windows_trained_in_parallel_pair_groups_give_the_sequential_figu
     assert set(pa) == set(pb) and len(pa) >= 4  # two pairs, two windows or more each
     for name in pa:
         pd.testing.assert_frame_equal(pa[name], pb[name])
+
+
+def test_pool_workers_share_the_cores_among_their_thread_pools_unless_the_user_chose(
+        monkeypatch):
+    monkeypatch.setattr(P, "die_with_parent", lambda: None)
+    monkeypatch.setattr(P.signal, "signal", lambda *a: None)
+    for var in P.THREAD_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "7")
+    P._pool_worker_init(3)
+    assert os.environ["OMP_NUM_THREADS"] == "3" and os.environ["OPENBLAS_NUM_THREADS"] == "3"
+    assert os.environ["MKL_NUM_THREADS"] == "7"
