@@ -240,10 +240,17 @@ class GridState:
     done: dict[str, dict[str, Any]] = field(default_factory=dict)  # task id -> summary
     agents: dict[str, dict[str, Any]] = field(default_factory=dict)  # agents id -> result
     producing: dict[str, str] = field(default_factory=dict)  # freqai key -> producer job id
-    windows: dict[str, dict[str, dict[str, Any] | None]] = field(default_factory=dict)
-    # freqai key -> {window job id: its summary once finished}
-    window_models: dict[str, list[Path]] = field(default_factory=dict)  # their models folders
+    windows: dict[str, WindowSplit] = field(default_factory=dict)  # freqai key -> its split
     unsplit: set[str] = field(default_factory=set)  # keys whose window jobs failed
+
+
+@dataclass
+class WindowSplit:
+    """A key's windows being trained by window jobs (:func:`window_jobs`) for ``owner``."""
+
+    owner: str  # the job id that waits for them
+    models: list[Path]  # the window jobs' models folders, merged once all are done
+    results: dict[str, dict[str, Any] | None]  # window job id -> its summary once finished
 
 
 #: Window jobs are named after their job's universe: ``<universe>-windows<i>of<k>``.
@@ -405,15 +412,15 @@ def _schedule(state: GridState, spec: R.BenchSpec, backend: Backend, cache: Path
             if not wjobs:
                 return False
             state.producing[key] = f"windows of {p.job.id}"
-            state.windows[key] = {}
-            state.window_models[key] = [J.job_dir(spec.out, w) / "run" / "user_data" /
-                                        "models" / p.identifier for w in wjobs]
+            split_ = state.windows[key] = WindowSplit(
+                p.job.id, [J.job_dir(spec.out, w) / "run" / "user_data" / "models" / p.identifier
+                           for w in wjobs], {})
             for w in wjobs:
                 old = J.read_result(J.job_dir(spec.out, w), w)  # --resume: finished ones stay
                 if old is not None and old.get("status") == "ok":
-                    state.windows[key][w.id] = J.summary(old)
+                    split_.results[w.id] = J.summary(old)
                 else:
-                    state.windows[key][w.id] = None
+                    split_.results[w.id] = None
                     windows_wanted.append((key, w))
             progress(f"windows {p.job.id}: training its FreqAI windows in {len(wjobs)} "
                      "parallel runs, one per group of pairs: " + "; ".join(
@@ -421,20 +428,20 @@ def _schedule(state: GridState, spec: R.BenchSpec, backend: Backend, cache: Path
             nonlocal total
             total += len(wjobs)
             bar.update(task_id, total=total)
-            windows_done(key, p.job.id)
+            windows_done(key)
             return True
 
-        def windows_done(key: str, job_id: str) -> None:
+        def windows_done(key: str) -> None:
             """All of the key's window jobs finished: publish their merged windows, or let the
             job train them itself when one failed."""
-            got = state.windows[key]
-            if any(v is None for v in got.values()):
+            split_ = state.windows[key]
+            if any(v is None for v in split_.results.values()):
                 return
-            if all(v["status"] == "ok" for v in got.values()):
-                _publish(cache, key, state.window_models[key])
+            if all(v["status"] == "ok" for v in split_.results.values()):
+                _publish(cache, key, split_.models)
             if not (cache / key / "models").is_dir():
-                progress(f"windows {job_id}: a window job failed; the job trains its windows "
-                         "itself")
+                progress(f"windows {split_.owner}: a window job failed; the job trains its "
+                         "windows itself")
                 state.unsplit.add(key)
                 state.producing.pop(key, None)
 
@@ -452,9 +459,9 @@ def _schedule(state: GridState, spec: R.BenchSpec, backend: Backend, cache: Path
                 hit = cache / p.freqai_key / "models"
                 producer = state.producing.get(p.freqai_key)
                 if hit.is_dir():
-                    how = (f"trained in {len(state.windows[p.freqai_key])} parallel runs (one "
-                           "per group of pairs) and reused" if p.freqai_key in state.windows
-                           else "reused from the cache")
+                    split_ = state.windows.get(p.freqai_key)
+                    how = (f"trained in {len(split_.models)} parallel runs (one per group of "
+                           "pairs) and reused" if split_ else "reused from the cache")
                     return R.JobInputs(inputs.agents, inputs.agents_note, hit,
                                        f"FreqAI windows and predictions {how} "
                                        f"({p.freqai_key}, same model, features, data and "
@@ -467,14 +474,18 @@ def _schedule(state: GridState, spec: R.BenchSpec, backend: Backend, cache: Path
                 state.producing.setdefault(p.freqai_key, p.job.id)
             return inputs
 
+        def submit_windows() -> None:
+            """Window jobs go first: every job of their key waits for them."""
+            while windows_wanted and len(running) < backend.slots:
+                key, w = windows_wanted.pop(0)
+                running[backend.submit(w, spec, R.JobInputs(), None)] = (key, w)
+
         while waiting or running or agents_wanted or windows_wanted:
             while agents_wanted and len(running) < backend.slots:
                 a = agents_wanted.pop(0)
                 running[backend.submit(a, spec, R.JobInputs(), None)] = a
             for p in list(waiting):
-                while windows_wanted and len(running) < backend.slots:
-                    key, w = windows_wanted.pop(0)
-                    running[backend.submit(w, spec, R.JobInputs(), None)] = (key, w)
+                submit_windows()
                 if len(running) >= backend.slots:
                     break
                 inputs = ready(p)
@@ -482,9 +493,7 @@ def _schedule(state: GridState, spec: R.BenchSpec, backend: Backend, cache: Path
                     continue
                 waiting.remove(p)
                 running[backend.submit(p.job, spec, inputs, p.duplicate_of)] = p
-            while windows_wanted and len(running) < backend.slots:
-                key, w = windows_wanted.pop(0)
-                running[backend.submit(w, spec, R.JobInputs(), None)] = (key, w)
+            submit_windows()
             if not running:
                 if waiting:  # cannot happen: every dependency is submitted before its waiters
                     raise LearningError(f"bench: {len(waiting)} jobs wait for nothing running")
@@ -500,13 +509,13 @@ def _schedule(state: GridState, spec: R.BenchSpec, backend: Backend, cache: Path
                     continue
                 if isinstance(item, tuple):
                     key, w = item
-                    state.windows[key][w.id] = out
+                    state.windows[key].results[w.id] = out
                     finished += 1
                     if out["status"] == "ok":
                         progress(f"windows {w.id}: trained ({', '.join(w.universe.pairs)})")
                     else:
                         _report(out, w, progress)
-                    windows_done(key, state.producing.get(key, "").removeprefix("windows of "))
+                    windows_done(key)
                     bar.update(task_id, advance=1, info=w.id)
                     continue
                 state.done[item.job.id] = out
